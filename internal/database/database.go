@@ -156,3 +156,14 @@ func (db *DB) Ready(ctx context.Context) error {
 	}
 	return nil
 }
+
+// IsUniqueViolation recognises a unique-constraint failure on SQLite and PostgreSQL, so
+// stores can turn it into a Conflict without importing either driver's error types.
+func IsUniqueViolation(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "SQLSTATE 23505") ||
+		strings.Contains(msg, "duplicate key value")
+}

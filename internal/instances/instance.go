@@ -1,0 +1,109 @@
+// Package instances owns the customer's n8n instance: its record and lifecycle states, the
+// client it belongs to, the timeline the portal shows as progress, and the store that keeps
+// them. It declares the small interfaces it needs from the adapters (DNS, host agent, mail,
+// n8n) and never imports them; cmd/provisioner wires the concrete ones in.
+package instances
+
+import (
+	"regexp"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Status is where an instance is in its lifecycle.
+type Status string
+
+const (
+	Pending      Status = "pending"      // waiting for a host with room
+	Provisioning Status = "provisioning" // the saga is creating it
+	Active       Status = "active"       // running and handed to the customer
+	Suspended    Status = "suspended"    // stopped for non-payment or by the operator
+	Deleting     Status = "deleting"     // backing up and tearing down
+	Deleted      Status = "deleted"      // gone; the record and its backups remain
+	Failed       Status = "failed"       // provisioning gave up and cleaned up after itself
+)
+
+// Statuses lists every status, in lifecycle order.
+var Statuses = []Status{Pending, Provisioning, Active, Suspended, Deleting, Deleted, Failed}
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	for _, known := range Statuses {
+		if s == known {
+			return true
+		}
+	}
+	return false
+}
+
+// Instance is one customer n8n. The sealed fields hold secrets encrypted by package secret;
+// they never leave the service in an API response.
+type Instance struct {
+	ID                  string
+	ClientID            string
+	SubscriptionID      *string
+	Slug                string
+	URL                 string
+	Host                *string
+	PlanID              string
+	CPUs                float64 `gorm:"column:cpus"`
+	MemoryMB            int
+	N8nImage            string `gorm:"column:n8n_image"`
+	Status              Status
+	Step                string
+	OwnerEmail          string
+	OwnerPasswordSealed string
+	EncryptionKeySealed string
+	SetupGuardSealed    string
+	DNSRecordID         string `gorm:"column:dns_record_id"`
+	SuspendReason       string
+	FailureReason       string
+	DeleteAfter         *time.Time
+	EmailedAt           *time.Time
+	CreatedAt           time.Time
+	UpdatedAt           time.Time
+}
+
+// TableName tells gorm the table.
+func (Instance) TableName() string { return "instances" }
+
+// Client is the portal's customer. Its id is the portal's own.
+type Client struct {
+	ID        string
+	Email     string
+	Name      string
+	Locale    string
+	CreatedAt time.Time
+}
+
+// TableName tells gorm the table.
+func (Client) TableName() string { return "clients" }
+
+// Event is one entry of an instance's timeline.
+type Event struct {
+	ID         int64
+	InstanceID string
+	At         time.Time
+	Kind       string
+	Message    string
+}
+
+// TableName tells gorm the table.
+func (Event) TableName() string { return "instance_events" }
+
+// NewID returns a new instance id: a UUIDv7, so ids sort in creation order and keyset
+// pagination on id lists instances oldest first.
+func NewID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// ValidID reports whether id has the shape of an instance id.
+func ValidID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil && len(id) == 36
+}
+
+var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+// ValidClientID reports whether id can be a portal client id: 1–128 characters of letters,
+// digits and _ . : - (the portal's own ids, Stripe-style prefixes included).
+func ValidClientID(id string) bool { return clientIDPattern.MatchString(id) }

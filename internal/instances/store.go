@@ -1,0 +1,193 @@
+package instances
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+)
+
+// Store keeps clients, instances and their timelines in the database.
+type Store struct {
+	db  *gorm.DB
+	now func() time.Time
+}
+
+// NewStore returns a store on db. now is the clock (nil means time.Now).
+func NewStore(db *gorm.DB, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	return &Store{db: db, now: func() time.Time { return now().UTC() }}
+}
+
+// Page asks for one page of a list: up to Limit items after the item whose id is Cursor.
+type Page struct {
+	Cursor string
+	Limit  int
+}
+
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 200
+)
+
+func (p Page) normalize() (Page, error) {
+	switch {
+	case p.Limit == 0:
+		p.Limit = DefaultPageSize
+	case p.Limit < 0 || p.Limit > MaxPageSize:
+		return p, apperr.New(apperr.Invalid, "limit must be between 1 and %d", MaxPageSize)
+	}
+	if p.Cursor != "" && !ValidID(p.Cursor) {
+		return p, apperr.New(apperr.Invalid, "cursor is not valid")
+	}
+	return p, nil
+}
+
+// Filter narrows the operator's instance list. Empty fields match everything.
+type Filter struct {
+	Status   Status
+	Host     string
+	ClientID string
+}
+
+// UpsertClient stores c, or updates the name, email and locale of the client with c's id.
+// It returns Invalid for a malformed id or email and Conflict when the email belongs to
+// another client.
+func (s *Store) UpsertClient(ctx context.Context, c Client) (Client, error) {
+	if !ValidClientID(c.ID) {
+		return Client{}, apperr.New(apperr.Invalid, "client id %q is not valid", c.ID)
+	}
+	if !strings.Contains(c.Email, "@") {
+		return Client{}, apperr.New(apperr.Invalid, "client email is not valid")
+	}
+	if c.Locale == "" {
+		c.Locale = "en"
+	}
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var existing Client
+		switch err := tx.Where("id = ?", c.ID).Take(&existing).Error; {
+		case errors.Is(err, gorm.ErrRecordNotFound):
+			c.CreatedAt = s.now()
+			return tx.Create(&c).Error
+		case err != nil:
+			return err
+		}
+		c.CreatedAt = existing.CreatedAt
+		return tx.Model(&existing).Updates(map[string]any{"email": c.Email, "name": c.Name, "locale": c.Locale}).Error
+	})
+	if database.IsUniqueViolation(err) {
+		return Client{}, apperr.Wrap(apperr.Conflict, err, "email %s belongs to another client", c.Email)
+	}
+	if err != nil {
+		return Client{}, fmt.Errorf("storing client: %w", err)
+	}
+	return c, nil
+}
+
+// GetClient returns the client with id, or NotFound.
+func (s *Store) GetClient(ctx context.Context, id string) (Client, error) {
+	var c Client
+	if !ValidClientID(id) {
+		return c, apperr.New(apperr.NotFound, "client not found")
+	}
+	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&c).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return c, apperr.New(apperr.NotFound, "client not found")
+	}
+	return c, err
+}
+
+// Create stores a new instance and the first entry of its timeline. It returns Conflict
+// when the slug is taken.
+func (s *Store) Create(ctx context.Context, in *Instance) error {
+	if in.ID == "" {
+		in.ID = NewID()
+	}
+	in.CreatedAt, in.UpdatedAt = s.now(), s.now()
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(in).Error; err != nil {
+			return err
+		}
+		return tx.Create(&Event{InstanceID: in.ID, At: in.CreatedAt, Kind: "created", Message: "instance requested"}).Error
+	})
+	if database.IsUniqueViolation(err) {
+		return apperr.Wrap(apperr.Conflict, err, "slug %s is taken", in.Slug)
+	}
+	return err
+}
+
+// Get returns the instance with id, or NotFound (also for ids of the wrong shape).
+func (s *Store) Get(ctx context.Context, id string) (Instance, error) {
+	var in Instance
+	if !ValidID(id) {
+		return in, apperr.New(apperr.NotFound, "instance not found")
+	}
+	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&in).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return in, apperr.New(apperr.NotFound, "instance not found")
+	}
+	return in, err
+}
+
+// ListByClient returns one page of a client's instances, oldest first, and the cursor of
+// the next page ("" on the last). It returns NotFound for an unknown client.
+func (s *Store) ListByClient(ctx context.Context, clientID string, page Page) ([]Instance, string, error) {
+	if _, err := s.GetClient(ctx, clientID); err != nil {
+		return nil, "", err
+	}
+	return s.List(ctx, Filter{ClientID: clientID}, page)
+}
+
+// List returns one page of the instances matching f, oldest first, and the next cursor.
+func (s *Store) List(ctx context.Context, f Filter, page Page) ([]Instance, string, error) {
+	page, err := page.normalize()
+	if err != nil {
+		return nil, "", err
+	}
+	if f.Status != "" && !f.Status.Valid() {
+		return nil, "", apperr.New(apperr.Invalid, "status %q is not one of %v", f.Status, Statuses)
+	}
+	q := s.db.WithContext(ctx).Model(&Instance{})
+	if f.ClientID != "" {
+		q = q.Where("client_id = ?", f.ClientID)
+	}
+	if f.Status != "" {
+		q = q.Where("status = ?", f.Status)
+	}
+	if f.Host != "" {
+		q = q.Where("host = ?", f.Host)
+	}
+	if page.Cursor != "" {
+		q = q.Where("id > ?", page.Cursor)
+	}
+	var list []Instance
+	if err := q.Order("id").Limit(page.Limit + 1).Find(&list).Error; err != nil {
+		return nil, "", fmt.Errorf("listing instances: %w", err)
+	}
+	next := ""
+	if len(list) > page.Limit {
+		list = list[:page.Limit]
+		next = list[len(list)-1].ID
+	}
+	return list, next, nil
+}
+
+// Timeline returns the events of instance id, oldest first.
+func (s *Store) Timeline(ctx context.Context, id string) ([]Event, error) {
+	var events []Event
+	err := s.db.WithContext(ctx).Where("instance_id = ?", id).Order("id").Find(&events).Error
+	return events, err
+}
+
+// AppendEvent adds an entry to the timeline of instance id.
+func (s *Store) AppendEvent(ctx context.Context, id, kind, message string) error {
+	return s.db.WithContext(ctx).Create(&Event{InstanceID: id, At: s.now(), Kind: kind, Message: message}).Error
+}
