@@ -1,0 +1,119 @@
+package billing
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Plan is what a customer buys: the resources of their n8n and the pinned image it runs.
+type Plan struct {
+	ID            string  `yaml:"id" json:"id"`
+	Name          string  `yaml:"name" json:"name"`
+	CPUs          float64 `yaml:"cpus" json:"cpus"`
+	MemoryMB      int     `yaml:"memory_mb" json:"memory_mb"`
+	Price         string  `yaml:"price" json:"price"` // for display only; Stripe's price is the truth
+	StripePriceID string  `yaml:"stripe_price_id" json:"stripe_price_id"`
+	N8nImage      string  `yaml:"n8n_image" json:"n8n_image"`
+}
+
+// DefaultN8nImage is the n8n release new plans run when the plans file names none.
+const DefaultN8nImage = "docker.n8n.io/n8nio/n8n:2.8.4"
+
+// DefaultPlans is the catalogue used when no plans file is configured.
+func DefaultPlans() Plans {
+	return Plans{{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, Price: "USD 10/month",
+		StripePriceID: "price_starter", N8nImage: DefaultN8nImage}}
+}
+
+// Plans is the catalogue, in the order the file lists them.
+type Plans []Plan
+
+// Find returns the plan with id.
+func (ps Plans) Find(id string) (Plan, bool) {
+	for _, p := range ps {
+		if p.ID == id {
+			return p, true
+		}
+	}
+	return Plan{}, false
+}
+
+// ByStripePrice returns the plan sold under a Stripe price id.
+func (ps Plans) ByStripePrice(priceID string) (Plan, bool) {
+	for _, p := range ps {
+		if p.StripePriceID != "" && p.StripePriceID == priceID {
+			return p, true
+		}
+	}
+	return Plan{}, false
+}
+
+var planIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
+
+// An image reference with an explicit tag or digest; "latest" is refused separately.
+var imagePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._/:-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})$`)
+
+// Validate returns an error naming the first plan and field that is wrong.
+func (ps Plans) Validate() error {
+	if len(ps) == 0 {
+		return fmt.Errorf("no plans")
+	}
+	seen, prices := map[string]bool{}, map[string]bool{}
+	for i, p := range ps {
+		where := fmt.Sprintf("plan %d (%q)", i+1, p.ID)
+		switch {
+		case !planIDPattern.MatchString(p.ID):
+			return fmt.Errorf("%s: id must be lowercase letters, digits, - or _", where)
+		case seen[p.ID]:
+			return fmt.Errorf("%s: duplicate id", where)
+		case p.Name == "":
+			return fmt.Errorf("%s: name is required", where)
+		case p.CPUs < 0.1 || p.CPUs > 64:
+			return fmt.Errorf("%s: cpus must be between 0.1 and 64", where)
+		case p.MemoryMB < 1024 || p.MemoryMB > 262144:
+			// An idle n8n (main + task runner) uses ~600 MB: less than 1 GiB is not a service.
+			return fmt.Errorf("%s: memory_mb must be between 1024 and 262144", where)
+		case !imagePattern.MatchString(p.N8nImage) || strings.HasSuffix(p.N8nImage, ":latest"):
+			return fmt.Errorf("%s: n8n_image must be pinned to a version tag or digest, never latest", where)
+		case p.StripePriceID != "" && prices[p.StripePriceID]:
+			return fmt.Errorf("%s: stripe_price_id %s is used by another plan", where, p.StripePriceID)
+		}
+		seen[p.ID], prices[p.StripePriceID] = true, p.StripePriceID != ""
+	}
+	return nil
+}
+
+// LoadPlans reads the plans file at path (YAML: a list under `plans:`), or returns
+// DefaultPlans when path is empty. Unknown fields are errors, so a typo never silently
+// drops a setting.
+func LoadPlans(path string) (Plans, error) {
+	if path == "" {
+		return DefaultPlans(), nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var doc struct {
+		Plans Plans `yaml:"plans"`
+	}
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", path, err)
+	}
+	for i := range doc.Plans {
+		if doc.Plans[i].N8nImage == "" {
+			doc.Plans[i].N8nImage = DefaultN8nImage
+		}
+	}
+	if err := doc.Plans.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return doc.Plans, nil
+}
