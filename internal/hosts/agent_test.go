@@ -63,7 +63,7 @@ func TestAgentEncodeSettings(t *testing.T) {
 			t.Parallel()
 			got, err := hosts.AgentEncodeSettings(tt.settings)
 			if tt.invalid {
-				wantKind(t, err, apperr.Invalid)
+				proxmoxWantKind(t, err, apperr.Invalid)
 				for _, v := range tt.settings {
 					if v != "" && strings.Contains(err.Error(), v) {
 						t.Fatalf("error echoes the value: %v", err)
@@ -169,7 +169,7 @@ func TestAgentRunMapsOutcomes(t *testing.T) {
 				}
 				return
 			}
-			wantKind(t, err, tt.wantKind)
+			proxmoxWantKind(t, err, tt.wantKind)
 			if tt.wantKind != apperr.Internal && !strings.Contains(apperr.Message(err), tt.wantText) {
 				t.Fatalf("message = %q, want it to hold %q", apperr.Message(err), tt.wantText)
 			}
@@ -219,7 +219,7 @@ func TestAgentRunRejectsBadInputWithoutRunning(t *testing.T) {
 			t.Parallel()
 			stub := &agentStub{}
 			_, err := agentNew(t, stub, "").Run(t.Context(), "pve", 100, tt.verb, tt.slug, tt.settings)
-			wantKind(t, err, apperr.Invalid)
+			proxmoxWantKind(t, err, apperr.Invalid)
 			if stub.calls != 0 {
 				t.Fatal("n8nctl ran despite invalid input")
 			}
@@ -233,9 +233,9 @@ func TestAgentRunRejectsBadInputWithoutRunning(t *testing.T) {
 func TestNewAgentValidatesConfig(t *testing.T) {
 	t.Parallel()
 	_, err := hosts.NewAgent(hosts.AgentConfig{})
-	wantKind(t, err, apperr.Invalid)
+	proxmoxWantKind(t, err, apperr.Invalid)
 	_, err = hosts.NewAgent(hosts.AgentConfig{Exec: &agentStub{}, Path: "bin/n8nctl"})
-	wantKind(t, err, apperr.Invalid)
+	proxmoxWantKind(t, err, apperr.Invalid)
 }
 
 func TestAgentRunNeverLeaksSecrets(t *testing.T) {
@@ -330,12 +330,12 @@ esac
 	}
 
 	_, err = agent.Run(t.Context(), target.node, target.vmid, "destroy", "acme", settings)
-	wantKind(t, err, apperr.Unavailable)
+	proxmoxWantKind(t, err, apperr.Unavailable)
 	if !strings.Contains(apperr.Message(err), "docker: daemon not reachable") {
 		t.Fatalf("message = %q", apperr.Message(err))
 	}
 	_, err = agent.Run(t.Context(), target.node, target.vmid, "frobnicate", "acme", settings)
-	wantKind(t, err, apperr.Invalid)
+	proxmoxWantKind(t, err, apperr.Invalid)
 	if !strings.Contains(apperr.Message(err), "unknown verb frobnicate") {
 		t.Fatalf("message = %q", apperr.Message(err))
 	}

@@ -106,7 +106,7 @@ func proxmoxClient(t *testing.T, cfg hosts.ProxmoxConfig) *hosts.Proxmox {
 	return p
 }
 
-func wantKind(t *testing.T, err error, kind apperr.Kind) {
+func proxmoxWantKind(t *testing.T, err error, kind apperr.Kind) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("err = nil, want kind %s", kind)
@@ -202,7 +202,7 @@ func proxmoxContract(t *testing.T, target proxmoxTarget) {
 		cfg := target.cfg
 		cfg.TokenSecret = "00000000-0000-0000-0000-000000000000"
 		_, err := proxmoxClient(t, cfg).Version(ctx)
-		wantKind(t, err, apperr.Unauthorized)
+		proxmoxWantKind(t, err, apperr.Unauthorized)
 		if strings.Contains(err.Error(), cfg.TokenSecret) || strings.Contains(err.Error(), target.cfg.TokenSecret) {
 			t.Fatalf("error leaks the secret: %v", err)
 		}
@@ -210,9 +210,9 @@ func proxmoxContract(t *testing.T, target proxmoxTarget) {
 
 	t.Run("unknown VM is not found", func(t *testing.T) {
 		_, err := p.VMStatus(ctx, target.node, 999999998)
-		wantKind(t, err, apperr.NotFound)
+		proxmoxWantKind(t, err, apperr.NotFound)
 		_, err = p.Exec(ctx, target.node, 999999998, []string{"/bin/true"}, nil)
-		wantKind(t, err, apperr.NotFound)
+		proxmoxWantKind(t, err, apperr.NotFound)
 	})
 }
 
@@ -235,12 +235,12 @@ func TestProxmoxAgentUnavailableSurfacesPVEMessage(t *testing.T) {
 			p := proxmoxClient(t, target.cfg)
 
 			err := p.Ping(t.Context(), target.node, target.vmid)
-			wantKind(t, err, apperr.Unavailable)
+			proxmoxWantKind(t, err, apperr.Unavailable)
 			if !strings.Contains(apperr.Message(err), tt.want) {
 				t.Fatalf("message %q does not carry PVE's %q", apperr.Message(err), tt.want)
 			}
 			_, err = p.Exec(t.Context(), target.node, target.vmid, []string{"/bin/true"}, nil)
-			wantKind(t, err, apperr.Unavailable)
+			proxmoxWantKind(t, err, apperr.Unavailable)
 			var apiErr *hosts.ProxmoxAPIError
 			if !errors.As(err, &apiErr) || apiErr.Status != http.StatusInternalServerError || apiErr.Message != tt.want {
 				t.Fatalf("cause = %+v, want 500 %q", apiErr, tt.want)
@@ -260,7 +260,7 @@ func TestProxmoxErrorKinds(t *testing.T) {
 		fake, target := proxmoxFake(t, nil)
 		fake.UpdateVM(target.node, target.vmid, func(vm *proxmoxtest.VM) { vm.Forbidden = true })
 		_, err := proxmoxClient(t, target.cfg).Exec(t.Context(), target.node, target.vmid, []string{"/bin/true"}, nil)
-		wantKind(t, err, apperr.Forbidden)
+		proxmoxWantKind(t, err, apperr.Forbidden)
 		if !strings.Contains(apperr.Message(err), "Permission check failed (/vms/100, VM.Monitor)") {
 			t.Fatalf("message = %q", apperr.Message(err))
 		}
@@ -270,7 +270,7 @@ func TestProxmoxErrorKinds(t *testing.T) {
 		t.Parallel()
 		_, target := proxmoxFake(t, nil)
 		_, err := proxmoxClient(t, target.cfg).VMStatus(t.Context(), "nuc2", target.vmid)
-		wantKind(t, err, apperr.NotFound)
+		proxmoxWantKind(t, err, apperr.NotFound)
 	})
 
 	t.Run("5xx is unavailable with its text", func(t *testing.T) {
@@ -278,7 +278,7 @@ func TestProxmoxErrorKinds(t *testing.T) {
 		fake, target := proxmoxFake(t, nil)
 		fake.FailNext(1, proxmoxtest.Failure{Status: 596, Message: "Connection timed out"})
 		err := proxmoxClient(t, target.cfg).Ping(t.Context(), target.node, target.vmid)
-		wantKind(t, err, apperr.Unavailable)
+		proxmoxWantKind(t, err, apperr.Unavailable)
 		if !strings.Contains(apperr.Message(err), "Connection timed out") {
 			t.Fatalf("message = %q", apperr.Message(err))
 		}
@@ -289,7 +289,7 @@ func TestProxmoxErrorKinds(t *testing.T) {
 		fake, target := proxmoxFake(t, nil)
 		fake.FailNext(1, proxmoxtest.Failure{PathSuffix: "/agent/exec"})
 		_, err := proxmoxClient(t, target.cfg).Exec(t.Context(), target.node, target.vmid, []string{"/bin/true"}, nil)
-		wantKind(t, err, apperr.Unavailable)
+		proxmoxWantKind(t, err, apperr.Unavailable)
 		if n := len(fake.Execs()); n != 0 {
 			t.Fatalf("execs = %d", n)
 		}
@@ -302,7 +302,7 @@ func TestProxmoxErrorKinds(t *testing.T) {
 		srv.Close()
 		p := proxmoxClient(t, hosts.ProxmoxConfig{BaseURL: url + "/api2/json", TokenID: proxmoxTestTokenID, TokenSecret: proxmoxTestTokenSecret, HTTPClient: srv.Client()})
 		err := p.Ping(t.Context(), proxmoxTestNode, proxmoxTestVMID)
-		wantKind(t, err, apperr.Unavailable)
+		proxmoxWantKind(t, err, apperr.Unavailable)
 		if strings.Contains(err.Error(), proxmoxTestTokenSecret) {
 			t.Fatalf("error leaks the secret: %v", err)
 		}
@@ -313,11 +313,11 @@ func TestProxmoxErrorKinds(t *testing.T) {
 		fake, target := proxmoxFake(t, nil)
 		p := proxmoxClient(t, target.cfg)
 		_, err := p.Exec(t.Context(), target.node, 42, []string{"/bin/true"}, nil)
-		wantKind(t, err, apperr.Invalid)
+		proxmoxWantKind(t, err, apperr.Invalid)
 		_, err = p.Exec(t.Context(), target.node, target.vmid, nil, nil)
-		wantKind(t, err, apperr.Invalid)
+		proxmoxWantKind(t, err, apperr.Invalid)
 		_, err = p.Exec(t.Context(), "a/b", target.vmid, []string{"/bin/true"}, nil)
-		wantKind(t, err, apperr.Invalid)
+		proxmoxWantKind(t, err, apperr.Invalid)
 		if n := len(fake.Requests()); n != 0 {
 			t.Fatalf("%d requests sent for invalid input", n)
 		}
@@ -331,7 +331,7 @@ func TestProxmoxExecTimeout(t *testing.T) {
 	cfg := target.cfg
 	cfg.ExecTimeout = 50 * time.Millisecond
 	_, err := proxmoxClient(t, cfg).Exec(t.Context(), target.node, target.vmid, []string{"/opt/n8n-provisioner/bin/n8nctl", "status", "acme"}, nil)
-	wantKind(t, err, apperr.Unavailable)
+	proxmoxWantKind(t, err, apperr.Unavailable)
 	if !strings.Contains(apperr.Message(err), "did not finish within 50ms") {
 		t.Fatalf("message = %q", apperr.Message(err))
 	}
@@ -357,7 +357,7 @@ func TestProxmoxExecCallerCancel(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled in the chain", err)
 	}
-	wantKind(t, err, apperr.Unavailable)
+	proxmoxWantKind(t, err, apperr.Unavailable)
 }
 
 func TestProxmoxExecPollsUntilExit(t *testing.T) {
@@ -407,7 +407,7 @@ func TestProxmoxExecToleratesTransientPollFailures(t *testing.T) {
 		fake, target := proxmoxFake(t, nil)
 		fake.FailNext(3, proxmoxtest.Failure{PathSuffix: "/agent/exec-status", Message: "pveproxy restarting"})
 		_, err := proxmoxClient(t, target.cfg).Exec(t.Context(), target.node, target.vmid, []string{"/bin/true"}, nil)
-		wantKind(t, err, apperr.Unavailable)
+		proxmoxWantKind(t, err, apperr.Unavailable)
 		if !strings.Contains(apperr.Message(err), "pveproxy restarting") {
 			t.Fatalf("message = %q", apperr.Message(err))
 		}
@@ -417,7 +417,7 @@ func TestProxmoxExecToleratesTransientPollFailures(t *testing.T) {
 		fake, target := proxmoxFake(t, nil)
 		fake.FailNext(1, proxmoxtest.Failure{PathSuffix: "/agent/exec-status", Status: http.StatusUnauthorized})
 		_, err := proxmoxClient(t, target.cfg).Exec(t.Context(), target.node, target.vmid, []string{"/bin/true"}, nil)
-		wantKind(t, err, apperr.Unauthorized)
+		proxmoxWantKind(t, err, apperr.Unauthorized)
 	})
 }
 
@@ -491,7 +491,7 @@ func TestNewProxmoxValidatesConfig(t *testing.T) {
 				t.Fatalf("err = %v, want valid=%v", err, tt.valid)
 			}
 			if err != nil {
-				wantKind(t, err, apperr.Invalid)
+				proxmoxWantKind(t, err, apperr.Invalid)
 				if cfg.TokenSecret != "" && strings.Contains(err.Error(), cfg.TokenSecret) {
 					t.Fatalf("error leaks the secret: %v", err)
 				}
@@ -541,7 +541,7 @@ func TestProxmoxHTTPClient(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wantKind(t, version(t, client), apperr.Unavailable)
+		proxmoxWantKind(t, version(t, client), apperr.Unavailable)
 	})
 	t.Run("insecure skips verification", func(t *testing.T) {
 		t.Parallel()
@@ -564,7 +564,7 @@ func TestProxmoxHTTPClient(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			_, err := hosts.ProxmoxHTTPClient(tc.file, tc.insecure)
-			wantKind(t, err, apperr.Invalid)
+			proxmoxWantKind(t, err, apperr.Invalid)
 			if !strings.Contains(err.Error(), tc.file) {
 				t.Fatalf("error does not name the file %s: %v", tc.file, err)
 			}
