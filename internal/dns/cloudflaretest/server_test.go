@@ -243,6 +243,7 @@ func TestValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			r := do("POST", records0, tt.body)
 			wantError(t, r, tt.status, tt.code)
 			if tt.chain != 0 && (len(r.Errors[0].ErrorChain) == 0 || r.Errors[0].ErrorChain[0].Code != tt.chain) {
