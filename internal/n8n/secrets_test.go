@@ -81,7 +81,7 @@ func TestCheckPassword(t *testing.T) {
 		{strings.Repeat("A1", 32) + "x", "8 to 64"},
 		{"abcd1234", "uppercase"},
 		{"abcdEFGH", "number"},
-		{"ÀBCDEFGH1", ""},           // an ASCII uppercase letter is still there
+		{"ÀBCDEFGH1", ""},          // an ASCII uppercase letter is still there
 		{"àbcdéfgh1", "uppercase"}, // JavaScript's [A-Z] is ASCII-only
 		{"Abcdefg١", "number"},     // so is \d
 		{"", "8 to 64"},
