@@ -22,6 +22,7 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/migrations"
 )
 
@@ -138,10 +139,11 @@ func (db *DB) Migrate(ctx context.Context) (int, error) {
 	return len(results), nil
 }
 
-// Ready returns nil when the database answers and no migration is pending.
+// Ready returns nil when the database answers and no migration is pending, and an
+// Unavailable error saying which is not the case otherwise.
 func (db *DB) Ready(ctx context.Context) error {
 	if err := db.SQL.PingContext(ctx); err != nil {
-		return fmt.Errorf("database unreachable: %w", err)
+		return apperr.Wrap(apperr.Unavailable, err, "database unreachable")
 	}
 	p, err := db.provider()
 	if err != nil {
@@ -149,10 +151,10 @@ func (db *DB) Ready(ctx context.Context) error {
 	}
 	pending, err := p.HasPending(ctx)
 	if err != nil {
-		return fmt.Errorf("reading the migration state: %w", err)
+		return apperr.Wrap(apperr.Unavailable, err, "cannot read the migration state")
 	}
 	if pending {
-		return errors.New("migrations pending: run `provisioner migrate`")
+		return apperr.New(apperr.Unavailable, "migrations pending: run `provisioner migrate`")
 	}
 	return nil
 }

@@ -1,0 +1,134 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+)
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 3*time.Second)
+	defer cancel()
+	if err := s.cfg.Ready(ctx); err != nil {
+		if !apperr.Is(err, apperr.Unavailable) {
+			err = apperr.Wrap(apperr.Unavailable, err, "not ready")
+		}
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) listPlans(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]any{"plans": s.cfg.Plans})
+}
+
+// page reads ?cursor= and ?limit=.
+func page(c echo.Context) (instances.Page, error) {
+	p := instances.Page{Cursor: c.QueryParam("cursor")}
+	if raw := c.QueryParam("limit"); raw != "" {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n < 1 {
+			return p, apperr.New(apperr.Invalid, "limit must be a positive integer")
+		}
+		p.Limit = n
+	}
+	return p, nil
+}
+
+func (s *Server) listClientInstances(c echo.Context) error {
+	p, err := page(c)
+	if err != nil {
+		return err
+	}
+	list, next, err := s.cfg.Instances.ListByClient(c.Request().Context(), c.Param("id"), p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewInstanceList(list, next))
+}
+
+func (s *Server) getInstance(c echo.Context) error {
+	ctx := c.Request().Context()
+	in, err := s.cfg.Instances.Get(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	events, err := s.cfg.Instances.Timeline(ctx, in.ID)
+	if err != nil {
+		return err
+	}
+	view := viewInstance(in)
+	view.Timeline = viewTimeline(events)
+	return c.JSON(http.StatusOK, view)
+}
+
+func (s *Server) listInstances(c echo.Context) error {
+	p, err := page(c)
+	if err != nil {
+		return err
+	}
+	f := instances.Filter{
+		Status:   instances.Status(c.QueryParam("status")),
+		Host:     c.QueryParam("host"),
+		ClientID: c.QueryParam("client"),
+	}
+	list, next, err := s.cfg.Instances.List(c.Request().Context(), f, p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewInstanceList(list, next))
+}
+
+func (s *Server) listHosts(c echo.Context) error {
+	list, err := s.cfg.Hosts.List(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	out := make([]hostJSON, 0, len(list))
+	for _, h := range list {
+		out = append(out, viewHost(h))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"hosts": out})
+}
+
+func (s *Server) addHost(c echo.Context) error {
+	var body newHostJSON
+	if err := decode(c, &body); err != nil {
+		return err
+	}
+	h, err := s.cfg.Hosts.Add(c.Request().Context(), hosts.Host{
+		Name: body.Name, Node: body.Node, VMID: body.VMID, PublicIP: body.PublicIP,
+		IngressURL: body.IngressURL, MaxInstances: body.MaxInstances,
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, viewHost(h))
+}
+
+func (s *Server) updateHost(c echo.Context) error {
+	var body hostPatchJSON
+	if err := decode(c, &body); err != nil {
+		return err
+	}
+	if body.State == nil && body.MaxInstances == nil {
+		return apperr.New(apperr.Invalid, "nothing to change: send state and/or max_instances")
+	}
+	h, err := s.cfg.Hosts.Update(c.Request().Context(), c.Param("name"),
+		hosts.Patch{State: body.State, MaxInstances: body.MaxInstances})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, viewHost(h))
+}

@@ -1,0 +1,88 @@
+// Package httpapi is the service's HTTP surface: the portal's and the operator's REST API
+// under /v1 (bearer API keys with a portal and an admin scope), health and readiness,
+// Prometheus metrics and the OpenAPI document. Handlers decode, call the domain, and map
+// domain error kinds to statuses in one place (errors.go).
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+)
+
+// InstanceStore is what the API reads and writes of instances.
+type InstanceStore interface {
+	Get(ctx context.Context, id string) (instances.Instance, error)
+	ListByClient(ctx context.Context, clientID string, page instances.Page) ([]instances.Instance, string, error)
+	List(ctx context.Context, f instances.Filter, page instances.Page) ([]instances.Instance, string, error)
+	Timeline(ctx context.Context, id string) ([]instances.Event, error)
+}
+
+// HostStore is what the API reads and writes of the host inventory.
+type HostStore interface {
+	List(ctx context.Context) ([]hosts.Host, error)
+	Add(ctx context.Context, h hosts.Host) (hosts.Host, error)
+	Update(ctx context.Context, name string, p hosts.Patch) (hosts.Host, error)
+}
+
+// Config is everything the server needs. Registry may be nil (a fresh one is made).
+type Config struct {
+	Instances InstanceStore
+	Hosts     HostStore
+	Plans     billing.Plans
+	// Ready reports whether the service can serve (database reachable, schema current).
+	Ready     func(ctx context.Context) error
+	AdminKey  string
+	PortalKey string
+	Logger    *slog.Logger
+	Registry  *prometheus.Registry
+}
+
+// Server is the HTTP API; it is an http.Handler.
+type Server struct {
+	cfg     Config
+	echo    *echo.Echo
+	log     *slog.Logger
+	metrics *metrics
+	keys    keyring
+}
+
+// New returns a server with every route registered.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{
+		cfg:     cfg,
+		echo:    echo.New(),
+		log:     cfg.Logger,
+		metrics: newMetrics(cfg.Registry),
+		keys:    newKeyring(cfg.AdminKey, cfg.PortalKey),
+	}
+	s.echo.HideBanner, s.echo.HidePort = true, true
+	s.echo.HTTPErrorHandler = s.handleError
+	s.routes()
+	return s
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// Routes lists the registered routes as "METHOD /path/{param}", for the OpenAPI check.
+func (s *Server) Routes() []string {
+	var out []string
+	for _, r := range s.echo.Routes() {
+		out = append(out, r.Method+" "+openAPIPath(r.Path))
+	}
+	return out
+}
