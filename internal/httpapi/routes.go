@@ -7,7 +7,7 @@ import "github.com/labstack/echo/v4/middleware"
 func (s *Server) routes() {
 	e := s.echo
 	e.Use(middleware.RequestID())
-	e.Use(s.observe)        // request log and metrics, with the request id
+	e.Use(s.observe) // request log and metrics, with the request id
 	e.Use(middleware.Recover())
 	e.Use(limitBody(maxBodyBytes))
 
