@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/testlog"
 )
 
 const (
@@ -65,33 +65,17 @@ type env struct {
 	server    *httpapi.Server
 	instances *instances.Store
 	hosts     *hosts.Store
-	logs      *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs      *testlog.Buffer
 }
 
 func newEnv(t *testing.T, db *database.DB) *env {
 	t.Helper()
-	e := &env{t: t, instances: instances.NewStore(db.Gorm, nil), hosts: hosts.NewStore(db.Gorm, nil), logs: &syncBuffer{}}
+	logger, logs := testlog.New(t)
+	testlog.Secret(t, adminKey, portalKey)
+	e := &env{t: t, instances: instances.NewStore(db.Gorm, nil), hosts: hosts.NewStore(db.Gorm, nil), logs: logs}
 	e.server = httpapi.New(httpapi.Config{
 		Instances: e.instances, Hosts: e.hosts, Plans: billing.DefaultPlans(), Ready: db.Ready,
-		AdminKey: adminKey, PortalKey: portalKey,
-		Logger: slog.New(slog.NewJSONHandler(e.logs, nil)),
+		AdminKey: adminKey, PortalKey: portalKey, Logger: logger,
 	})
 	return e
 }
@@ -454,9 +438,8 @@ func (failingStore) ListByClient(context.Context, string, instances.Page) ([]ins
 
 func TestInternalErrorsStayInside(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
-	s := httpapi.New(httpapi.Config{Instances: failingStore{}, PortalKey: portalKey,
-		Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	logger, logs := testlog.New(t)
+	s := httpapi.New(httpapi.Config{Instances: failingStore{}, PortalKey: portalKey, Logger: logger})
 	for path, want := range map[string]int{"/v1/instances/" + instances.NewID(): 500, "/v1/clients/c/instances": 503} {
 		req := httptest.NewRequest("GET", path, nil)
 		req.Header.Set("Authorization", "Bearer "+portalKey)

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+)
+
+const usage = `usage: provisioner [command]
+
+commands:
+  serve     run the service (default): REST API, webhooks, workers
+  migrate   apply pending database migrations and exit
+  help      show this help
+
+Configuration comes from PROVISIONER_* environment variables (see README.md).
+`
+
+// run is the whole program; main only adds the process's signals, environment and output.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 1 {
+		cmd = args[1]
+	}
+	switch cmd {
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	case "serve", "migrate":
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	for _, g := range cfg.generated {
+		log.Warn("DEVELOPMENT SECRET IN USE: the variable is unset, so a generated value from the data dir is used; set it in production", "secret", g)
+	}
+
+	db, err := database.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("PROVISIONER_DATABASE_URL: %w", err)
+	}
+	defer db.Close()
+	applied, err := db.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	log.Info("database ready", "dialect", db.Dialect, "migrations_applied", applied)
+	if cmd == "migrate" {
+		fmt.Fprintf(stdout, "applied %d migration(s); the %s schema is current\n", applied, db.Dialect)
+		return nil
+	}
+	return serve(ctx, cfg, db, log)
+}
+
+func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) error {
+	api := httpapi.New(httpapi.Config{
+		Instances: instances.NewStore(db.Gorm, nil),
+		Hosts:     hosts.NewStore(db.Gorm, nil),
+		Plans:     cfg.Plans,
+		Ready:     db.Ready,
+		AdminKey:  cfg.AdminAPIKey,
+		PortalKey: cfg.PortalAPIKey,
+		Logger:    log,
+	})
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("PROVISIONER_ADDR: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("listening", "addr", ln.Addr().String(), "base_domain", cfg.BaseDomain, "plans", len(cfg.Plans))
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
