@@ -26,6 +26,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 )
@@ -84,7 +85,9 @@ func New(cfg Config) *Client {
 		c.hc = &http.Client{
 			Timeout: 30 * time.Second,
 			Transport: &http.Transport{
-				Proxy:               http.ProxyFromEnvironment,
+				// The ingress is on the provisioner's own network; an HTTPS_PROXY meant
+				// for the internet must not see the guard credential.
+				Proxy:               nil,
 				DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 				TLSHandshakeTimeout: 10 * time.Second,
 				TLSClientConfig:     &tls.Config{ServerName: hostOnly(cfg.Host), MinVersion: tls.VersionTLS12},
@@ -188,6 +191,9 @@ func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n] + "…"
 }
 
@@ -202,8 +208,8 @@ func (c *Client) Ready(ctx context.Context) (bool, error) {
 	return ok, err
 }
 
-// ready is Ready that also explains a false answer, for WaitReady's error.
-func (c *Client) ready(ctx context.Context) (bool, error, error) {
+// ready is Ready that also explains a false answer (why), for WaitReady's error.
+func (c *Client) ready(ctx context.Context) (ok bool, why, err error) {
 	resp, err := c.do(ctx, http.MethodGet, "/healthz/readiness", nil, nil)
 	if err != nil {
 		if c.err != nil || ctx.Err() != nil {
