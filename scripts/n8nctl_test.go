@@ -296,6 +296,11 @@ func TestUsageAndHostileSlugsAreRejectedBeforeAnythingRuns(t *testing.T) {
 			t.Errorf("%s exists after rejected input (err %v)", p, err)
 		}
 	}
+	for _, env := range []string{"N8N_DATA_ROOT=data", "N8N_DATA_ROOT=/", "N8N_BACKUP_DIR=backups", "N8N_PROXY_NETWORK=-x"} {
+		if res := h.runArgs("", []string{env}, "status", "acme"); res.code != 2 {
+			t.Errorf("%s: exit %d, want 2", env, res.code)
+		}
+	}
 	// The longest valid slug is fine.
 	if res := h.run("status", strings.Repeat("a", 63), ""); res.code != 0 {
 		t.Errorf("63-char slug: exit %d", res.code)
@@ -834,6 +839,9 @@ func TestRestoreRefusesBadArchives(t *testing.T) {
 	}
 	check("member outside data/", "BACKUP="+evil+"\n", 1)
 
+	h.must("provision", "other", provisionInput("FQDN=other.example.com"))
+	otherBackup := h.must("backup", "other", "")["path"].(string)
+	check("another instance's backup", "BACKUP="+otherBackup+"\n", 2)
 	check("outside the backup dir", "BACKUP=/etc/passwd.tar.gz\n", 2)
 	check("dot-dot out of the backup dir", "BACKUP="+h.backups+"/../x.tar.gz\n", 2)
 	check("relative", "BACKUP=acme/x.tar.gz\n", 2)
@@ -965,6 +973,35 @@ if [[ $image == ` + imageV2 + ` ]]; then echo migrated >"$data/database.sqlite";
 	if !sawV2 {
 		t.Error("the new image never ran")
 	}
+}
+
+func TestOneAgentAtATimePerSlug(t *testing.T) {
+	t.Parallel()
+	h := setup(t, "N8N_LOCK_TIMEOUT=0")
+	h.must("provision", "acme", provisionInput())
+	// Hold the slug's lock, as a slow backup in another n8nctl would.
+	f, err := os.OpenFile(filepath.Join(h.root, ".locks", "acme.lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	before := len(h.callsOf("stop"))
+	if res := h.run("suspend", "acme", ""); res.code != 1 || !strings.Contains(res.out["error"].(string), "another n8nctl") {
+		t.Errorf("suspend while locked: exit %d %v", res.code, res.out)
+	}
+	if len(h.callsOf("stop")) != before {
+		t.Error("suspend acted without the lock")
+	}
+	// Other slugs and read-only status are not held up.
+	h.must("status", "acme", "")
+	h.must("provision", "other", provisionInput("FQDN=other.example.com"))
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	h.must("suspend", "acme", "")
 }
 
 func TestDockerFailuresAreReported(t *testing.T) {
