@@ -1,0 +1,164 @@
+// Package queue runs durable jobs with River on the service's own database: riverpgxv5 on
+// PostgreSQL, riversqlite on SQLite. Jobs survive restarts and crashes, retry with backoff,
+// and several provisioner replicas on one PostgreSQL share them (River elects a leader for
+// periodic jobs and locks each job to one worker).
+//
+// River's client is generic over the driver's transaction type; Queue hides that so the
+// rest of the service inserts and runs jobs the same way on both databases.
+package queue
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/riverdriver/riversqlite"
+	"github.com/riverqueue/river/rivermigrate"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+)
+
+// Config says what the queue runs. Workers nil makes an insert-only queue (the CLI).
+type Config struct {
+	Workers      *river.Workers
+	PeriodicJobs []*river.PeriodicJob
+	// MaxWorkers bounds concurrent jobs (default 50: most jobs wait on hosts and n8n).
+	MaxWorkers int
+	// PollInterval is how often workers look for new jobs when no notification arrives
+	// (SQLite has none); default one second.
+	PollInterval time.Duration
+	// RetryPolicy overrides River's exponential backoff (tests shorten it).
+	RetryPolicy river.ClientRetryPolicy
+	Logger      *slog.Logger
+}
+
+// Queue inserts and runs jobs.
+type Queue struct {
+	client  client
+	closeFn func()
+}
+
+// client is the part of *river.Client[TTx] the service uses, whatever TTx is.
+type client interface {
+	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	Start(ctx context.Context) error
+	Stop(ctx context.Context) error
+	JobGet(ctx context.Context, id int64) (*rivertype.JobRow, error)
+	JobRetry(ctx context.Context, id int64) (*rivertype.JobRow, error)
+	Subscribe(kinds ...river.EventKind) (<-chan *river.Event, func())
+}
+
+// Open returns a queue on db. The caller must have migrated River's tables (Migrate).
+func Open(ctx context.Context, db *database.DB, cfg Config) (*Queue, error) {
+	rc := riverConfig(cfg)
+	switch db.Dialect {
+	case database.Postgres:
+		pool, err := pgxpool.New(ctx, db.URL)
+		if err != nil {
+			return nil, fmt.Errorf("opening the job queue's PostgreSQL pool: %w", err)
+		}
+		c, err := river.NewClient(riverpgxv5.New(pool), rc)
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+		return &Queue{client: c, closeFn: pool.Close}, nil
+	default:
+		c, err := river.NewClient(riversqlite.New(db.SQL), rc)
+		if err != nil {
+			return nil, err
+		}
+		return &Queue{client: c, closeFn: func() {}}, nil
+	}
+}
+
+func riverConfig(cfg Config) *river.Config {
+	rc := &river.Config{
+		Logger:       cfg.Logger,
+		PeriodicJobs: cfg.PeriodicJobs,
+		RetryPolicy:  cfg.RetryPolicy,
+		JobTimeout:   15 * time.Minute, // an n8nctl upgrade with its backup is the longest job
+	}
+	if rc.Logger == nil {
+		rc.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Workers != nil {
+		max := cfg.MaxWorkers
+		if max == 0 {
+			max = 50
+		}
+		rc.Workers = cfg.Workers
+		rc.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max}}
+		rc.FetchPollInterval = cfg.PollInterval
+		if rc.FetchPollInterval == 0 {
+			rc.FetchPollInterval = time.Second
+		}
+		rc.FetchCooldown = min(rc.FetchPollInterval, 100*time.Millisecond)
+	}
+	return rc
+}
+
+// Migrate creates or updates River's own tables on db.
+func Migrate(ctx context.Context, db *database.DB) error {
+	switch db.Dialect {
+	case database.Postgres:
+		pool, err := pgxpool.New(ctx, db.URL)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		return migrate(ctx, riverpgxv5.New(pool))
+	default:
+		return migrate(ctx, riversqlite.New(db.SQL))
+	}
+}
+
+func migrate[TTx any](ctx context.Context, driver riverdriver.Driver[TTx]) error {
+	m, err := rivermigrate.New(driver, nil)
+	if err != nil {
+		return err
+	}
+	if _, err := m.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
+		return fmt.Errorf("migrating the job queue's tables: %w", err)
+	}
+	return nil
+}
+
+// Insert enqueues a job. With opts' UniqueOpts an identical pending job is not duplicated.
+func (q *Queue) Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error) {
+	return q.client.Insert(ctx, args, opts)
+}
+
+// Job returns a job by id.
+func (q *Queue) Job(ctx context.Context, id int64) (*rivertype.JobRow, error) {
+	return q.client.JobGet(ctx, id)
+}
+
+// Retry makes a job (failed, cancelled or waiting for a retry) run again now.
+func (q *Queue) Retry(ctx context.Context, id int64) (*rivertype.JobRow, error) {
+	return q.client.JobRetry(ctx, id)
+}
+
+// Subscribe returns a channel of job events of the given kinds (tests, the demo).
+func (q *Queue) Subscribe(kinds ...river.EventKind) (<-chan *river.Event, func()) {
+	return q.client.Subscribe(kinds...)
+}
+
+// Start starts the workers; they run until Stop.
+func (q *Queue) Start(ctx context.Context) error { return q.client.Start(ctx) }
+
+// Stop waits for running jobs to finish (or ctx to end) and closes the queue's resources.
+func (q *Queue) Stop(ctx context.Context) error {
+	err := q.client.Stop(ctx)
+	q.closeFn()
+	return err
+}
+
+// Close releases the queue's resources without stopping workers (insert-only queues).
+func (q *Queue) Close() { q.closeFn() }

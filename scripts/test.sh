@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every test of the project on SQLite and on a throwaway PostgreSQL 15, then checks
+# that no secret a test used ever reached a log. Usage: scripts/test.sh [go test flags]
+#
+# Needs Go, gcc (cgo for SQLite) and PostgreSQL 15's binaries (initdb, pg_ctl); installs
+# the rest (scripts/install-tools.sh). Set PROVISIONER_TEST_POSTGRES_URL to use a server
+# of your own instead of starting one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-tools.sh
+
+work=$(mktemp -d)
+chmod 755 "$work" # the postgres user must reach its data dir inside
+cleanup() {
+  [ -d "$work/pg" ] && scripts/postgres.sh stop "$work/pg"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ -z "${PROVISIONER_TEST_POSTGRES_URL:-}" ]; then
+  PROVISIONER_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$work/pg")
+  export PROVISIONER_TEST_POSTGRES_URL
+  echo "test.sh: a throwaway PostgreSQL started for the tests"
+fi
+export PROVISIONER_TEST_REQUIRE_POSTGRES=1
+export PROVISIONER_TEST_LOG_DIR="$work/logs"
+mkdir -p "$PROVISIONER_TEST_LOG_DIR"
+
+echo "test.sh: gofmt and go vet"
+unformatted=$(gofmt -l cmd internal migrations scripts)
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change: $unformatted" >&2
+  exit 1
+fi
+go vet ./...
+
+echo "test.sh: go test -race ./..."
+status=0
+go test -race -count=1 -v "$@" ./... >"$work/test.log" 2>&1 || status=$?
+# The full log is long; show the package results, every failure, and the store and API
+# tests' results per database so both dialects are visible.
+grep -E '^(ok|FAIL|---|panic:|\s+--- FAIL)|^\s+--- (PASS|SKIP): \S+/(sqlite|postgres) ' "$work/test.log" || true
+if [ "$status" != 0 ]; then
+  echo "test.sh: failures; the context of each:" >&2
+  grep -B2 -A20 -E -- '--- FAIL' "$work/test.log" | head -400 >&2 || true
+  exit "$status"
+fi
+for d in sqlite postgres; do
+  echo "test.sh: $(grep -cE -- "--- PASS: \S+/$d " "$work/test.log") tests passed on $d, $(grep -cE -- "--- SKIP: \S+/$d " "$work/test.log") skipped"
+done
+
+echo "test.sh: secrets in logs"
+secrets="$PROVISIONER_TEST_LOG_DIR/secrets.txt"
+if [ ! -s "$secrets" ]; then
+  echo "no test declared a secret: the leak check checked nothing" >&2
+  exit 1
+fi
+logs=("$PROVISIONER_TEST_LOG_DIR"/logs-*.jsonl)
+if grep -F -l -f "$secrets" "${logs[@]}"; then
+  echo "test.sh: a secret used by the tests was logged (files above)" >&2
+  exit 1
+fi
+echo "test.sh: $(sort -u "$secrets" | wc -l) secrets checked against $(cat "${logs[@]}" | wc -l) log lines: none leaked"
