@@ -363,7 +363,7 @@ func TestProvisionCreatesCappedContainerBehindTraefik(t *testing.T) {
 		"traefik.http.routers.n8n-acme.entrypoints":                    "websecure",
 		"traefik.http.routers.n8n-acme.tls":                            "true",
 		"traefik.http.services.n8n-acme.loadbalancer.server.port":      "5678",
-		"traefik.http.routers.n8n-acme-setup.rule":                     "Host(`acme.n8n.example.com`) && Path(`/rest/owner/setup`)",
+		"traefik.http.routers.n8n-acme-setup.rule":                     "Host(`acme.n8n.example.com`) && PathRegexp(`(?i)^/rest/owner/setup/?$`)",
 		"traefik.http.routers.n8n-acme-setup.priority":                 "1000",
 		"traefik.http.routers.n8n-acme-setup.service":                  "n8n-acme",
 		"traefik.http.routers.n8n-acme-setup.entrypoints":              "websecure",
