@@ -231,3 +231,10 @@ func (s *Store) Assign(ctx context.Context, instanceID string) (Host, error) {
 	})
 	return picked, err
 }
+
+// HasRoom returns nil when some active host has a free slot, and ErrNoRoom otherwise, so
+// that checkout can refuse to sell an instance we could not run.
+func (s *Store) HasRoom(ctx context.Context) error {
+	_, err := s.Pick(ctx)
+	return err
+}
