@@ -28,6 +28,7 @@ type config struct {
 	PortalAPIKey string
 	Plans        billing.Plans
 	LogLevel     slog.Level
+	Providers    providers
 	// generated lists the development secrets that were generated into the data dir
 	// because their variable was unset; the caller warns about each.
 	generated []string
@@ -79,7 +80,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if err := c.LogLevel.UnmarshalText([]byte(env("PROVISIONER_LOG_LEVEL", "info"))); err != nil {
 		return c, envError("PROVISIONER_LOG_LEVEL", errors.New("must be debug, info, warn or error"))
 	}
-	return c, nil
+	c.Providers, err = loadProviders(getenv, c)
+	return c, err
 }
 
 func (c *config) loadSecrets(getenv func(string) string) error {

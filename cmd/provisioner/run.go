@@ -10,10 +10,14 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/riverqueue/river"
+
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/queue"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
 )
 
 const usage = `usage: provisioner [command]
@@ -60,6 +64,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	if err := queue.Migrate(ctx, db); err != nil {
+		return err
+	}
 	log.Info("database ready", "dialect", db.Dialect, "migrations_applied", applied)
 	if cmd == "migrate" {
 		fmt.Fprintf(stdout, "applied %d migration(s); the %s schema is current\n", applied, db.Dialect)
@@ -69,9 +76,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) error {
+	keys, err := secret.NewKeyring(cfg.MasterKey, cfg.PreviousKeys...)
+	if err != nil {
+		return fmt.Errorf("PROVISIONER_MASTER_KEY: %w", err)
+	}
+	hostStore := hosts.NewStore(db.Gorm, nil)
+	instanceStore := instances.NewStore(db.Gorm, nil)
+	workers := river.NewWorkers()
+	q, err := queue.Open(ctx, db, queue.Config{Workers: workers, Logger: log, RetryPolicy: cfg.Providers.retryPolicy()})
+	if err != nil {
+		return err
+	}
+	svc, err := newInstanceService(cfg, keys, instanceStore, hostStore, q, log)
+	if err != nil {
+		return err
+	}
+	svc.Register(workers)
+
 	api := httpapi.New(httpapi.Config{
-		Instances: instances.NewStore(db.Gorm, nil),
-		Hosts:     hosts.NewStore(db.Gorm, nil),
+		Instances: instanceStore,
+		Actions:   svc,
+		Hosts:     hostStore,
 		Plans:     cfg.Plans,
 		Ready:     db.Ready,
 		AdminKey:  cfg.AdminAPIKey,
@@ -81,6 +106,10 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("PROVISIONER_ADDR: %w", err)
+	}
+	if err := q.Start(ctx); err != nil {
+		ln.Close()
+		return fmt.Errorf("starting the job workers: %w", err)
 	}
 	srv := &http.Server{
 		Handler:           api,
@@ -95,15 +124,42 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	log.Info("listening", "addr", ln.Addr().String(), "base_domain", cfg.BaseDomain, "plans", len(cfg.Plans))
 
 	select {
-	case err := <-errc:
-		return err
+	case err = <-errc:
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	if serr := srv.Shutdown(shutdownCtx); serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
 	}
-	return nil
+	// Running jobs get the same grace; an unfinished one is retried by the next process.
+	if qerr := q.Stop(shutdownCtx); qerr != nil && err == nil && !errors.Is(qerr, context.DeadlineExceeded) {
+		err = qerr
+	}
+	return err
+}
+
+func newInstanceService(cfg config, keys *secret.Keyring, store *instances.Store, hostStore *hosts.Store, q *queue.Queue, log *slog.Logger) (*instances.Service, error) {
+	p := cfg.Providers
+	dnsAdapter, err := p.dnsAdapter()
+	if err != nil {
+		return nil, err
+	}
+	agent, err := p.agent()
+	if err != nil {
+		return nil, err
+	}
+	mailSender, err := p.mailSender(cfg.DataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	return instances.NewService(instances.Config{
+		Store: store, Keys: keys, Queue: q, Plans: cfg.Plans,
+		Placer: placer{hostStore}, DNS: dnsAdapter, Agent: agent,
+		App:      n8nApp{httpClient: p.n8nHTTPClient, pollInterval: time.Second},
+		Notifier: notifier{mail: mailSender, operator: p.OperatorEmail, log: log},
+		BaseDomain: cfg.BaseDomain, HealthTimeout: p.HealthTimeout, TimeZone: p.TimeZone,
+		Logger: log, CrashAfterStep: p.CrashAfterStep,
+	}), nil
 }

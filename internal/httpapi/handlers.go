@@ -90,6 +90,14 @@ func (s *Server) listInstances(c echo.Context) error {
 	return c.JSON(http.StatusOK, viewInstanceList(list, next))
 }
 
+func (s *Server) retryInstance(c echo.Context) error {
+	in, err := s.cfg.Actions.Retry(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, viewInstance(in))
+}
+
 func (s *Server) listHosts(c echo.Context) error {
 	list, err := s.cfg.Hosts.List(c.Request().Context())
 	if err != nil {

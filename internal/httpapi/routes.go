@@ -24,6 +24,7 @@ func (s *Server) routes() {
 
 	admin := s.require(scopeAdmin)
 	e.GET("/v1/instances", s.listInstances, admin)
+	e.POST("/v1/instances/:id/retry", s.retryInstance, admin)
 	e.GET("/v1/hosts", s.listHosts, admin)
 	e.POST("/v1/hosts", s.addHost, admin)
 	e.PATCH("/v1/hosts/:name", s.updateHost, admin)

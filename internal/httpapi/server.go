@@ -25,6 +25,11 @@ type InstanceStore interface {
 	Timeline(ctx context.Context, id string) ([]instances.Event, error)
 }
 
+// InstanceActions are the operator's actions on an instance; each runs as a durable job.
+type InstanceActions interface {
+	Retry(ctx context.Context, id string) (instances.Instance, error)
+}
+
 // HostStore is what the API reads and writes of the host inventory.
 type HostStore interface {
 	List(ctx context.Context) ([]hosts.Host, error)
@@ -35,6 +40,7 @@ type HostStore interface {
 // Config is everything the server needs. Registry may be nil (a fresh one is made).
 type Config struct {
 	Instances InstanceStore
+	Actions   InstanceActions
 	Hosts     HostStore
 	Plans     billing.Plans
 	// Ready reports whether the service can serve (database reachable, schema current).

@@ -191,3 +191,40 @@ func (s *Store) Timeline(ctx context.Context, id string) ([]Event, error) {
 func (s *Store) AppendEvent(ctx context.Context, id, kind, message string) error {
 	return s.db.WithContext(ctx).Create(&Event{InstanceID: id, At: s.now(), Kind: kind, Message: message}).Error
 }
+
+// Apply updates columns of instance id (set maps column names to values; updated_at is
+// set too) and, when kind is not empty, appends a timeline event, in one transaction: a
+// saga step and its record on the timeline are never half-written.
+func (s *Store) Apply(ctx context.Context, id string, set map[string]any, kind, message string) error {
+	now := s.now()
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if len(set) > 0 {
+			set["updated_at"] = now
+			res := tx.Model(&Instance{}).Where("id = ?", id).Updates(set)
+			if res.Error != nil {
+				return res.Error
+			}
+			if res.RowsAffected == 0 {
+				return apperr.New(apperr.NotFound, "instance not found")
+			}
+		}
+		if kind == "" {
+			return nil
+		}
+		return tx.Create(&Event{InstanceID: id, At: now, Kind: kind, Message: message}).Error
+	})
+}
+
+// BySubscription returns the instances of a subscription, oldest first.
+func (s *Store) BySubscription(ctx context.Context, subscriptionID string) ([]Instance, error) {
+	var list []Instance
+	err := s.db.WithContext(ctx).Where("subscription_id = ?", subscriptionID).Order("id").Find(&list).Error
+	return list, err
+}
+
+// HasEvent reports whether the timeline of instance id has an event of kind.
+func (s *Store) HasEvent(ctx context.Context, id, kind string) (bool, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Model(&Event{}).Where("instance_id = ? AND kind = ?", id, kind).Count(&n).Error
+	return n > 0, err
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/dns"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/mail"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/n8n"
+)
+
+// The adapters below translate the concrete packages' types into the interfaces that
+// instances declares; each is checked where it is defined.
+
+var (
+	_ instances.Placer   = placer{}
+	_ instances.DNS      = dnsRecords{}
+	_ instances.Agent    = (*hosts.Agent)(nil)
+	_ instances.App      = n8nApp{}
+	_ instances.Notifier = notifier{}
+)
+
+type placer struct{ hosts *hosts.Store }
+
+func hostOf(h hosts.Host) instances.Host {
+	return instances.Host{Name: h.Name, Node: h.Node, VMID: h.VMID, PublicIP: h.PublicIP, IngressURL: h.IngressURL}
+}
+
+func (p placer) Assign(ctx context.Context, instanceID string) (instances.Host, error) {
+	h, err := p.hosts.Assign(ctx, instanceID)
+	if errors.Is(err, hosts.ErrNoRoom) {
+		return instances.Host{}, fmt.Errorf("%w: %w", instances.ErrNoRoom, err)
+	}
+	return hostOf(h), err
+}
+
+func (p placer) Host(ctx context.Context, name string) (instances.Host, error) {
+	h, err := p.hosts.Get(ctx, name)
+	return hostOf(h), err
+}
+
+type dnsRecords struct{ cf *dns.Cloudflare }
+
+func (d dnsRecords) UpsertA(ctx context.Context, name, ip, comment string) (string, error) {
+	r, err := d.cf.UpsertA(ctx, name, ip, comment)
+	return r.ID, err
+}
+
+func (d dnsRecords) Delete(ctx context.Context, name string) error { return d.cf.Delete(ctx, name) }
+
+// unconfigured stands in for an adapter whose variables are unset: the service still
+// starts (development, demo), and the jobs that need it wait with a clear reason.
+type unconfigured struct{ what, vars string }
+
+func (u unconfigured) err() error {
+	return apperr.New(apperr.Unavailable, "%s is not configured: set %s", u.what, u.vars)
+}
+
+func (u unconfigured) UpsertA(context.Context, string, string, string) (string, error) { return "", u.err() }
+func (u unconfigured) Delete(context.Context, string) error                          { return u.err() }
+func (u unconfigured) Run(context.Context, string, int, string, string, map[string]string) (json.RawMessage, error) {
+	return nil, u.err()
+}
+
+type n8nApp struct {
+	httpClient   *http.Client // nil: the n8n package's own, verifying the instance's certificate
+	pollInterval time.Duration
+}
+
+func (a n8nApp) client(ingressURL, fqdn string) *n8n.Client {
+	return n8n.New(n8n.Config{IngressURL: ingressURL, Host: fqdn, HTTPClient: a.httpClient})
+}
+
+func (a n8nApp) WaitReady(ctx context.Context, ingressURL, fqdn string) error {
+	return a.client(ingressURL, fqdn).WaitReady(ctx, a.pollInterval)
+}
+
+func (a n8nApp) SetupOwner(ctx context.Context, ingressURL, fqdn string, o instances.Owner, guardUser, guardPassword string) error {
+	err := a.client(ingressURL, fqdn).SetupOwner(ctx,
+		n8n.Owner{Email: o.Email, FirstName: o.FirstName, LastName: o.LastName, Password: o.Password},
+		n8n.BasicAuth{User: guardUser, Password: guardPassword})
+	if errors.Is(err, n8n.ErrOwnerAlreadySetup) {
+		return fmt.Errorf("%w: %w", instances.ErrOwnerAlreadySetup, err)
+	}
+	return err
+}
+
+func (a n8nApp) Login(ctx context.Context, ingressURL, fqdn, email, password string) error {
+	return a.client(ingressURL, fqdn).Login(ctx, email, password)
+}
+
+func (n8nApp) GeneratePassword() (string, error)      { return n8n.GeneratePassword() }
+func (n8nApp) GenerateEncryptionKey() (string, error) { return n8n.GenerateEncryptionKey() }
+func (n8nApp) GuardHTPasswd(user, password string) (string, error) {
+	return n8n.SetupGuardHTPasswd(user, password)
+}
+
+// sender is what both mail senders (SMTP and the file outbox) do.
+type sender interface {
+	Send(ctx context.Context, m mail.Message) error
+}
+
+type notifier struct {
+	mail     sender
+	operator string // the operator's address; alerts are only logged without one
+	log      *slog.Logger
+}
+
+func (n notifier) SendCredentials(ctx context.Context, c instances.Credentials) error {
+	m, err := mail.Credentials(c.Locale, mail.CredentialsData{To: c.To, Name: c.Name, URL: c.URL,
+		LoginEmail: c.LoginEmail, Password: c.Password, Key: c.Key})
+	if err != nil {
+		return err
+	}
+	return n.mail.Send(ctx, m)
+}
+
+func (n notifier) AlertOperator(ctx context.Context, subject, body string) error {
+	n.log.Warn("operator alert", "subject", subject, "body", body)
+	if n.operator == "" {
+		return nil
+	}
+	m, err := mail.OperatorAlert(n.operator, subject, body)
+	if err != nil {
+		return err
+	}
+	return n.mail.Send(ctx, m)
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/mail"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/dns"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	mailer "github.com/n8n-provisioner/n8n-provisioner/internal/mail"
+)
+
+// providers is the configuration of the outside systems the provisioning saga drives.
+type providers struct {
+	CloudflareToken, CloudflareZone, CloudflareURL string
+	CloudflareProxied                              bool
+
+	ProxmoxURL, ProxmoxTokenID, ProxmoxTokenSecret, ProxmoxCAFile string
+	ProxmoxInsecureTLS                                             bool
+	AgentPath                                                      string
+
+	HealthTimeout time.Duration
+	SMTPURL       string
+	MailFrom      string
+	OperatorEmail string
+	TimeZone      string
+
+	// Test hooks, documented as such: the crash-safety tests stop the process after a saga
+	// step, and the end-to-end tests shorten job retries.
+	CrashAfterStep string
+	FastRetries    bool
+
+	// n8nHTTPClient reaches customer instances through the ingress; nil means the n8n
+	// package's own client, which verifies each instance's certificate.
+	n8nHTTPClient *http.Client
+}
+
+// fastRetry retries a failed job after 100 ms: the end-to-end tests' fault injections
+// would otherwise wait River's real backoff.
+type fastRetry struct{}
+
+func (fastRetry) NextRetry(*rivertype.JobRow) time.Time { return time.Now().Add(100 * time.Millisecond) }
+
+func (p providers) retryPolicy() river.ClientRetryPolicy {
+	if p.FastRetries {
+		return fastRetry{}
+	}
+	return nil
+}
+
+func loadProviders(getenv func(string) string, c config) (providers, error) {
+	env := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	p := providers{
+		CloudflareToken: env("PROVISIONER_CLOUDFLARE_API_TOKEN", ""),
+		CloudflareZone:  env("PROVISIONER_CLOUDFLARE_ZONE_ID", ""),
+		CloudflareURL:   env("PROVISIONER_CLOUDFLARE_API_URL", dns.DefaultBaseURL),
+
+		ProxmoxURL:         env("PROVISIONER_PROXMOX_URL", ""),
+		ProxmoxTokenID:     env("PROVISIONER_PROXMOX_TOKEN_ID", ""),
+		ProxmoxTokenSecret: env("PROVISIONER_PROXMOX_TOKEN_SECRET", ""),
+		ProxmoxCAFile:      env("PROVISIONER_PROXMOX_CA_FILE", ""),
+		AgentPath:          env("PROVISIONER_HOST_AGENT_PATH", hosts.AgentDefaultPath),
+
+		SMTPURL:       env("PROVISIONER_SMTP_URL", ""),
+		MailFrom:      env("PROVISIONER_MAIL_FROM", "n8n <noreply@"+c.BaseDomain+">"),
+		OperatorEmail: env("PROVISIONER_OPERATOR_EMAIL", ""),
+		TimeZone:      env("PROVISIONER_TIMEZONE", "UTC"),
+
+		CrashAfterStep: env("PROVISIONER_TEST_CRASH_AFTER_STEP", ""),
+	}
+	var err error
+	if p.CloudflareProxied, err = parseBool(env("PROVISIONER_CLOUDFLARE_PROXIED", "true")); err != nil {
+		return p, envError("PROVISIONER_CLOUDFLARE_PROXIED", err)
+	}
+	if p.ProxmoxInsecureTLS, err = parseBool(env("PROVISIONER_PROXMOX_INSECURE_TLS", "false")); err != nil {
+		return p, envError("PROVISIONER_PROXMOX_INSECURE_TLS", err)
+	}
+	if p.FastRetries, err = parseBool(env("PROVISIONER_TEST_FAST_RETRIES", "false")); err != nil {
+		return p, envError("PROVISIONER_TEST_FAST_RETRIES", err)
+	}
+	if p.HealthTimeout, err = time.ParseDuration(env("PROVISIONER_HEALTH_TIMEOUT", "3m")); err != nil || p.HealthTimeout <= 0 {
+		return p, envError("PROVISIONER_HEALTH_TIMEOUT", errors.New("must be a positive duration such as 3m"))
+	}
+	if _, err := mail.ParseAddress(p.MailFrom); err != nil {
+		return p, envError("PROVISIONER_MAIL_FROM", errors.New("must be an email address, e.g. n8n <noreply@example.com>"))
+	}
+	if p.OperatorEmail != "" {
+		if _, err := mail.ParseAddress(p.OperatorEmail); err != nil {
+			return p, envError("PROVISIONER_OPERATOR_EMAIL", errors.New("must be an email address"))
+		}
+	}
+	if p.CrashAfterStep != "" && !contains(instances.Steps, p.CrashAfterStep) {
+		return p, envError("PROVISIONER_TEST_CRASH_AFTER_STEP", fmt.Errorf("must be one of %v", instances.Steps))
+	}
+	if _, err := time.LoadLocation(p.TimeZone); err != nil {
+		return p, envError("PROVISIONER_TIMEZONE", errors.New("must be an IANA time zone such as Europe/Madrid"))
+	}
+	return p, nil
+}
+
+func parseBool(s string) (bool, error) {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, errors.New("must be true or false")
+	}
+	return b, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// dnsAdapter returns the Cloudflare adapter, or a stand-in that says what to configure.
+func (p providers) dnsAdapter() (instances.DNS, error) {
+	if p.CloudflareToken == "" && p.CloudflareZone == "" {
+		return unconfigured{"Cloudflare DNS", "PROVISIONER_CLOUDFLARE_API_TOKEN and PROVISIONER_CLOUDFLARE_ZONE_ID"}, nil
+	}
+	cf, err := dns.New(dns.Config{APIToken: p.CloudflareToken, ZoneID: p.CloudflareZone, BaseURL: p.CloudflareURL, Proxied: p.CloudflareProxied})
+	if err != nil {
+		return nil, fmt.Errorf("PROVISIONER_CLOUDFLARE_*: %w", err)
+	}
+	return dnsRecords{cf}, nil
+}
+
+// agent returns the Proxmox guest-agent runner, or a stand-in that says what to configure.
+func (p providers) agent() (instances.Agent, error) {
+	if p.ProxmoxURL == "" {
+		return unconfigured{"Proxmox", "PROVISIONER_PROXMOX_URL, PROVISIONER_PROXMOX_TOKEN_ID and PROVISIONER_PROXMOX_TOKEN_SECRET"}, nil
+	}
+	hc, err := hosts.ProxmoxHTTPClient(p.ProxmoxCAFile, p.ProxmoxInsecureTLS)
+	if err != nil {
+		return nil, fmt.Errorf("PROVISIONER_PROXMOX_CA_FILE: %w", err)
+	}
+	pve, err := hosts.NewProxmox(hosts.ProxmoxConfig{BaseURL: p.ProxmoxURL, TokenID: p.ProxmoxTokenID, TokenSecret: p.ProxmoxTokenSecret, HTTPClient: hc})
+	if err != nil {
+		return nil, fmt.Errorf("PROVISIONER_PROXMOX_*: %w", err)
+	}
+	agent, err := hosts.NewAgent(hosts.AgentConfig{Exec: pve, Path: p.AgentPath})
+	if err != nil {
+		return nil, fmt.Errorf("PROVISIONER_HOST_AGENT_PATH: %w", err)
+	}
+	return agent, nil
+}
+
+// mailSender returns the SMTP sender, or the file outbox in the data dir when no SMTP
+// server is configured, so that no email is lost in development.
+func (p providers) mailSender(dataDir string, log *slog.Logger) (sender, error) {
+	if p.SMTPURL == "" {
+		dir := filepath.Join(dataDir, "outbox")
+		log.Warn("PROVISIONER_SMTP_URL is unset: emails are written to the outbox directory instead of sent", "dir", dir)
+		return mailer.NewOutbox(dir, p.MailFrom), nil
+	}
+	s, err := mailer.NewSMTP(p.SMTPURL, p.MailFrom)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,94 @@
+package instances
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// The small interfaces instances needs from the world. cmd/provisioner wires the concrete
+// adapters (hosts, dns, n8n, mail) into them; instances imports none of those packages.
+
+// Host is where an instance runs, as placement reports it.
+type Host struct {
+	Name       string
+	Node       string // Proxmox node
+	VMID       int    // the VM running the containers
+	PublicIP   string // what the DNS record points at
+	IngressURL string // where the provisioner reaches the VM's Traefik
+}
+
+// Placer places instances on hosts.
+type Placer interface {
+	// Assign places the instance on a host (or returns the one it has) and records it.
+	// It returns an error for which errors.Is(err, ErrNoRoom) when no host has room.
+	Assign(ctx context.Context, instanceID string) (Host, error)
+	// Host returns the host called name.
+	Host(ctx context.Context, name string) (Host, error)
+}
+
+// ErrNoRoom is what a Placer returns when no active host has a free slot.
+var ErrNoRoom = errors.New("no active host has room")
+
+// DNS keeps the instance's A record.
+type DNS interface {
+	// UpsertA makes name point at ip (creating or updating one record) and returns its id.
+	UpsertA(ctx context.Context, name, ip, comment string) (string, error)
+	// Delete removes every A record of name; absent is not an error.
+	Delete(ctx context.Context, name string) error
+}
+
+// Agent runs n8nctl on a host VM: `n8nctl <verb> <slug>` with settings on stdin. It
+// returns the JSON object n8nctl printed; an apperr.Invalid error is permanent, any other
+// kind may succeed on a retry.
+type Agent interface {
+	Run(ctx context.Context, node string, vmid int, verb, slug string, settings map[string]string) (json.RawMessage, error)
+}
+
+// Owner is the n8n owner account the provisioner creates for the customer.
+type Owner struct {
+	Email, FirstName, LastName, Password string
+}
+
+// App talks to one customer n8n through its host's ingress (ingressURL, with fqdn as the
+// Host header), and knows n8n's rules for the secrets it needs.
+type App interface {
+	WaitReady(ctx context.Context, ingressURL, fqdn string) error
+	// SetupOwner creates the owner, sending the ingress guard's credential. It returns an
+	// error for which errors.Is(err, ErrOwnerAlreadySetup) when n8n has an owner already.
+	SetupOwner(ctx context.Context, ingressURL, fqdn string, owner Owner, guardUser, guardPassword string) error
+	// Login checks that email and password open the instance (apperr.Unauthorized if not).
+	Login(ctx context.Context, ingressURL, fqdn, email, password string) error
+	GeneratePassword() (string, error)
+	GenerateEncryptionKey() (string, error)
+	// GuardHTPasswd returns the htpasswd line for the owner-setup guard's credential.
+	GuardHTPasswd(user, password string) (string, error)
+}
+
+// ErrOwnerAlreadySetup is what App.SetupOwner returns when the instance has an owner.
+var ErrOwnerAlreadySetup = errors.New("n8n owner already set up")
+
+// Credentials is what the customer's welcome email carries.
+type Credentials struct {
+	To, Name, Locale string
+	URL              string
+	LoginEmail       string
+	Password         string
+	// Key identifies the email (the instance id), so a re-send after a crash carries the
+	// same Message-ID and can be recognised as the same message.
+	Key string
+}
+
+// Notifier sends the customer's and the operator's emails.
+type Notifier interface {
+	SendCredentials(ctx context.Context, c Credentials) error
+	AlertOperator(ctx context.Context, subject, body string) error
+}
+
+// Enqueuer inserts jobs (satisfied by *queue.Queue).
+type Enqueuer interface {
+	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+}
