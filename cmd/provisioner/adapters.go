@@ -64,8 +64,10 @@ func (u unconfigured) err() error {
 	return apperr.New(apperr.Unavailable, "%s is not configured: set %s", u.what, u.vars)
 }
 
-func (u unconfigured) UpsertA(context.Context, string, string, string) (string, error) { return "", u.err() }
-func (u unconfigured) Delete(context.Context, string) error                          { return u.err() }
+func (u unconfigured) UpsertA(context.Context, string, string, string) (string, error) {
+	return "", u.err()
+}
+func (u unconfigured) Delete(context.Context, string) error { return u.err() }
 func (u unconfigured) Run(context.Context, string, int, string, string, map[string]string) (json.RawMessage, error) {
 	return nil, u.err()
 }

@@ -26,8 +26,8 @@ type providers struct {
 	CloudflareProxied                              bool
 
 	ProxmoxURL, ProxmoxTokenID, ProxmoxTokenSecret, ProxmoxCAFile string
-	ProxmoxInsecureTLS                                             bool
-	AgentPath                                                      string
+	ProxmoxInsecureTLS                                            bool
+	AgentPath                                                     string
 
 	HealthTimeout time.Duration
 	SMTPURL       string
@@ -49,7 +49,9 @@ type providers struct {
 // would otherwise wait River's real backoff.
 type fastRetry struct{}
 
-func (fastRetry) NextRetry(*rivertype.JobRow) time.Time { return time.Now().Add(100 * time.Millisecond) }
+func (fastRetry) NextRetry(*rivertype.JobRow) time.Time {
+	return time.Now().Add(100 * time.Millisecond)
+}
 
 func (p providers) retryPolicy() river.ClientRetryPolicy {
 	if p.FastRetries {

@@ -157,8 +157,8 @@ func newInstanceService(cfg config, keys *secret.Keyring, store *instances.Store
 	return instances.NewService(instances.Config{
 		Store: store, Keys: keys, Queue: q, Plans: cfg.Plans,
 		Placer: placer{hostStore}, DNS: dnsAdapter, Agent: agent,
-		App:      n8nApp{httpClient: p.n8nHTTPClient, pollInterval: time.Second},
-		Notifier: notifier{mail: mailSender, operator: p.OperatorEmail, log: log},
+		App:        n8nApp{httpClient: p.n8nHTTPClient, pollInterval: time.Second},
+		Notifier:   notifier{mail: mailSender, operator: p.OperatorEmail, log: log},
 		BaseDomain: cfg.BaseDomain, HealthTimeout: p.HealthTimeout, TimeZone: p.TimeZone,
 		Logger: log, CrashAfterStep: p.CrashAfterStep,
 	}), nil

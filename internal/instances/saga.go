@@ -215,7 +215,9 @@ func (s *Service) launch(ctx context.Context, in *Instance, host Host) (outcome,
 // guardUser is the user name of the owner-setup guard's credential.
 const guardUser = "provisioner"
 
-func formatCPUs(c float64) string { return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.3f", c), "0"), ".") }
+func formatCPUs(c float64) string {
+	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.3f", c), "0"), ".")
+}
 
 // containerStatus is the part of `n8nctl status` the saga reads.
 type containerStatus struct {
