@@ -637,6 +637,23 @@ func TestSuspendSurvivesRebootAndResumeUndoesIt(t *testing.T) {
 	}
 }
 
+func TestRestartKeepsThePolicy(t *testing.T) {
+	t.Parallel()
+	h := setup(t)
+	if res := h.run("restart", "acme", ""); res.code != 1 {
+		t.Errorf("restart of nothing: exit %d, want 1", res.code)
+	}
+	h.must("provision", "acme", provisionInput())
+	out := h.must("restart", "acme", "")
+	want(t, out, map[string]any{"running": true, "restart_policy": "unless-stopped"})
+	calls := h.calls()
+	stop := slices.Index(calls, "docker stop n8n-acme")
+	start := slices.Index(calls, "docker start n8n-acme")
+	if stop < 0 || start < stop {
+		t.Errorf("want stop then start: %q", calls)
+	}
+}
+
 func TestLimitsChangeThePlan(t *testing.T) {
 	t.Parallel()
 	h := setup(t)
