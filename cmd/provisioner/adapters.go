@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/dns"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
@@ -111,9 +113,34 @@ type sender interface {
 }
 
 type notifier struct {
-	mail     sender
-	operator string // the operator's address; alerts are only logged without one
-	log      *slog.Logger
+	mail      sender
+	operator  string // the operator's address; alerts are only logged without one
+	portalURL string // where customers fix their payment method
+	log       *slog.Logger
+}
+
+func (n notifier) Notify(ctx context.Context, x instances.Notice) error {
+	var m mail.Message
+	var err error
+	switch x.Kind {
+	case instances.NoticeSuspended:
+		m, err = mail.Suspended(x.Locale, mail.SuspendedData{To: x.To, Name: x.Name, URL: x.URL, Reason: x.Reason,
+			PortalURL: n.portalURL, SupportEmail: n.operator, Key: x.Key})
+	case instances.NoticeResumed:
+		m, err = mail.Resumed(x.Locale, mail.ResumedData{To: x.To, Name: x.Name, URL: x.URL, Key: x.Key})
+	case instances.NoticePastDue:
+		m, err = mail.PastDueWarning(x.Locale, mail.PastDueData{To: x.To, Name: x.Name, URL: x.URL, GraceEnds: x.Until,
+			PortalURL: n.portalURL, Key: x.Key})
+	case instances.NoticeDeleted:
+		m, err = mail.Deleted(x.Locale, mail.DeletedData{To: x.To, Name: x.Name, URL: x.URL, BackupKeptUntil: x.Until,
+			SupportEmail: n.operator, Key: x.Key})
+	default:
+		return apperr.New(apperr.Invalid, "unknown notice %q", x.Kind)
+	}
+	if err != nil {
+		return err
+	}
+	return n.mail.Send(ctx, m)
 }
 
 func (n notifier) SendCredentials(ctx context.Context, c instances.Credentials) error {
@@ -135,4 +162,23 @@ func (n notifier) AlertOperator(ctx context.Context, subject, body string) error
 		return err
 	}
 	return n.mail.Send(ctx, m)
+}
+
+// billingHealth reads the billing inbox: an event that has waited unprocessed for more
+// than stallAfter means the billing pipeline is stuck, and deletions must wait.
+type billingHealth struct{ db *gorm.DB }
+
+const stallAfter = 48 * time.Hour
+
+func (b billingHealth) Stalled(ctx context.Context) (string, error) {
+	var oldest struct{ ReceivedAt *time.Time }
+	err := b.db.WithContext(ctx).Table("billing_events").Select("MIN(received_at) AS received_at").
+		Where("processed_at IS NULL").Scan(&oldest).Error
+	if err != nil {
+		return "", err
+	}
+	if oldest.ReceivedAt != nil && time.Since(*oldest.ReceivedAt) > stallAfter {
+		return fmt.Sprintf("a billing event has waited unprocessed since %s", oldest.ReceivedAt.UTC().Format(time.RFC3339)), nil
+	}
+	return "", nil
 }

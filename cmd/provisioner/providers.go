@@ -34,6 +34,10 @@ type providers struct {
 	MailFrom      string
 	OperatorEmail string
 	TimeZone      string
+	PortalURL     string
+	PastDueGrace  time.Duration
+	Retention     time.Duration
+	SweepInterval time.Duration
 
 	// Test hooks, documented as such: the crash-safety tests stop the process after a saga
 	// step, and the end-to-end tests shorten job retries.
@@ -82,6 +86,7 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 		MailFrom:      env("PROVISIONER_MAIL_FROM", "n8n <noreply@"+c.BaseDomain+">"),
 		OperatorEmail: env("PROVISIONER_OPERATOR_EMAIL", ""),
 		TimeZone:      env("PROVISIONER_TIMEZONE", "UTC"),
+		PortalURL:     env("PROVISIONER_PORTAL_URL", ""),
 
 		CrashAfterStep: env("PROVISIONER_TEST_CRASH_AFTER_STEP", ""),
 	}
@@ -97,6 +102,18 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 	}
 	if p.HealthTimeout, err = time.ParseDuration(env("PROVISIONER_HEALTH_TIMEOUT", "3m")); err != nil || p.HealthTimeout <= 0 {
 		return p, envError("PROVISIONER_HEALTH_TIMEOUT", errors.New("must be a positive duration such as 3m"))
+	}
+	for _, d := range []struct {
+		name, def string
+		dst       *time.Duration
+	}{
+		{"PROVISIONER_PAST_DUE_GRACE", "72h", &p.PastDueGrace},
+		{"PROVISIONER_RETENTION", "720h", &p.Retention},
+		{"PROVISIONER_SWEEP_INTERVAL", "1m", &p.SweepInterval},
+	} {
+		if *d.dst, err = time.ParseDuration(env(d.name, d.def)); err != nil || *d.dst <= 0 {
+			return p, envError(d.name, errors.New("must be a positive duration such as "+d.def))
+		}
 	}
 	if _, err := mail.ParseAddress(p.MailFrom); err != nil {
 		return p, envError("PROVISIONER_MAIL_FROM", errors.New("must be an email address, e.g. n8n <noreply@example.com>"))

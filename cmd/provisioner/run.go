@@ -87,11 +87,12 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
-	svc, err := newInstanceService(cfg, keys, instanceStore, hostStore, q, log)
+	svc, err := newInstanceService(cfg, db, keys, instanceStore, hostStore, q, log)
 	if err != nil {
 		return err
 	}
 	svc.Register(workers)
+	q.AddPeriodic(svc.PeriodicJobs()...)
 
 	api := httpapi.New(httpapi.Config{
 		Instances: instanceStore,
@@ -140,7 +141,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	return err
 }
 
-func newInstanceService(cfg config, keys *secret.Keyring, store *instances.Store, hostStore *hosts.Store, q *queue.Queue, log *slog.Logger) (*instances.Service, error) {
+func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store *instances.Store, hostStore *hosts.Store, q *queue.Queue, log *slog.Logger) (*instances.Service, error) {
 	p := cfg.Providers
 	dnsAdapter, err := p.dnsAdapter()
 	if err != nil {

@@ -57,6 +57,12 @@ var planIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
 // An image reference with an explicit tag or digest; "latest" is refused separately.
 var imagePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9._/:-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[a-f0-9]{64})$`)
 
+// PinnedImage reports whether image names a version tag or digest (never latest), so that
+// what a customer runs never changes behind our back.
+func PinnedImage(image string) bool {
+	return imagePattern.MatchString(image) && !strings.HasSuffix(image, ":latest")
+}
+
 // Validate returns an error naming the first plan and field that is wrong.
 func (ps Plans) Validate() error {
 	if len(ps) == 0 {
@@ -77,7 +83,7 @@ func (ps Plans) Validate() error {
 		case p.MemoryMB < 1024 || p.MemoryMB > 262144:
 			// An idle n8n (main + task runner) uses ~600 MB: less than 1 GiB is not a service.
 			return fmt.Errorf("%s: memory_mb must be between 1024 and 262144", where)
-		case !imagePattern.MatchString(p.N8nImage) || strings.HasSuffix(p.N8nImage, ":latest"):
+		case !PinnedImage(p.N8nImage):
 			return fmt.Errorf("%s: n8n_image must be pinned to a version tag or digest, never latest", where)
 		case p.StripePriceID != "" && prices[p.StripePriceID]:
 			return fmt.Errorf("%s: stripe_price_id %s is used by another plan", where, p.StripePriceID)

@@ -59,6 +59,7 @@ type Instance struct {
 	DNSRecordID         string `gorm:"column:dns_record_id"`
 	SuspendReason       string
 	FailureReason       string
+	SuspendAt           *time.Time
 	DeleteAfter         *time.Time
 	EmailedAt           *time.Time
 	CreatedAt           time.Time
@@ -91,6 +92,25 @@ type Event struct {
 
 // TableName tells gorm the table.
 func (Event) TableName() string { return "instance_events" }
+
+// Backup is an archive of an instance's data on its host. It keeps the instance's sealed
+// encryption key: without it the credentials saved in the backup cannot be decrypted.
+type Backup struct {
+	ID                  string
+	InstanceID          string
+	Host                string
+	Path                string
+	SHA256              string `gorm:"column:sha256"`
+	Bytes               int64
+	N8nImage            string `gorm:"column:n8n_image"`
+	EncryptionKeySealed string
+	Reason              string
+	CreatedAt           time.Time
+	ExpiresAt           *time.Time
+}
+
+// TableName tells gorm the table.
+func (Backup) TableName() string { return "backups" }
 
 // NewID returns a new instance id: a UUIDv7, so ids sort in creation order and keyset
 // pagination on id lists instances oldest first.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
@@ -82,10 +83,38 @@ type Credentials struct {
 	Key string
 }
 
+// NoticeKind names a lifecycle email to the customer.
+type NoticeKind string
+
+const (
+	NoticeSuspended NoticeKind = "suspended" // Reason says why: billing or manual
+	NoticeResumed   NoticeKind = "resumed"
+	NoticePastDue   NoticeKind = "past_due" // Until is when the grace period ends
+	NoticeDeleted   NoticeKind = "deleted"  // Until is how long the final backup is kept
+)
+
+// Notice is a lifecycle email to the customer.
+type Notice struct {
+	Kind             NoticeKind
+	To, Name, Locale string
+	URL              string
+	Reason           string
+	Until            time.Time
+	Key              string // stable per event, so a re-send carries the same Message-ID
+}
+
 // Notifier sends the customer's and the operator's emails.
 type Notifier interface {
 	SendCredentials(ctx context.Context, c Credentials) error
+	Notify(ctx context.Context, n Notice) error
 	AlertOperator(ctx context.Context, subject, body string) error
+}
+
+// BillingHealth tells whether billing events are being processed: deleting customers for
+// non-payment while the billing pipeline is stuck could delete paying customers.
+type BillingHealth interface {
+	// Stalled returns a reason when billing events have waited unprocessed too long.
+	Stalled(ctx context.Context) (reason string, err error)
 }
 
 // Enqueuer inserts jobs (satisfied by *queue.Queue).

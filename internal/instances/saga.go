@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"strings"
 	"syscall"
@@ -241,19 +240,7 @@ func (s *Service) status(ctx context.Context, in *Instance, host Host) (containe
 }
 
 func (s *Service) verifyCaps(ctx context.Context, in *Instance, host Host) (outcome, error) {
-	st, err := s.status(ctx, in, host)
-	if err != nil {
-		return outcome{}, err
-	}
-	if !st.Exists || !st.Running {
-		return outcome{}, apperr.New(apperr.Unavailable, "the container is not running on %s", host.Name)
-	}
-	if math.Abs(st.CPUs-in.CPUs) > 0.001 || st.MemoryMB != in.MemoryMB {
-		// A host whose kernel ignores the limits would let one customer starve the rest.
-		return outcome{}, apperr.New(apperr.Invalid, "resource caps did not take effect on %s: want %s CPU and %d MiB, the container has %s CPU and %d MiB",
-			host.Name, formatCPUs(in.CPUs), in.MemoryMB, formatCPUs(st.CPUs), st.MemoryMB)
-	}
-	return outcome{message: fmt.Sprintf("resource caps verified: %s CPU, %d MiB", formatCPUs(st.CPUs), st.MemoryMB)}, nil
+	return s.verifyCapsOf(ctx, in, host, true)
 }
 
 func (s *Service) waitHealthy(ctx context.Context, in *Instance, host Host) (outcome, error) {

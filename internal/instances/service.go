@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -32,7 +33,18 @@ type Config struct {
 	HealthTimeout time.Duration
 	// TimeZone is the instances' GENERIC_TIMEZONE/TZ (default UTC).
 	TimeZone string
-	Logger   *slog.Logger
+	// PastDueGrace is how long a past-due instance keeps running (default 72h).
+	PastDueGrace time.Duration
+	// Retention is how long a canceled instance waits before deletion, and how long its
+	// final backup is kept after (default 30 days).
+	Retention time.Duration
+	// SweepInterval is how often the clock-driven jobs look for due work (default 1m).
+	SweepInterval time.Duration
+	// Billing tells whether billing events are processed; deletions wait while they are not.
+	Billing BillingHealth
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
 	// CrashAfterStep, when set, kills the process right after that saga step is stored:
 	// the crash-safety tests use it to stop a real child process at each step in turn.
 	CrashAfterStep string
@@ -44,6 +56,9 @@ type Service struct {
 	cfg   Config
 	store *Store
 	log   *slog.Logger
+
+	mu      sync.Mutex
+	alerted map[string]time.Time // throttled alerts, by key
 }
 
 // NewService returns the service; Register its workers before starting the queue.
@@ -57,12 +72,28 @@ func NewService(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.PastDueGrace == 0 {
+		cfg.PastDueGrace = 72 * time.Hour
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = 30 * 24 * time.Hour
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger}
 }
+
+func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
 
 // Register adds the service's job workers.
 func (s *Service) Register(workers *river.Workers) {
 	river.AddWorker(workers, &provisionWorker{s: s})
+	river.AddWorker(workers, &actionWorker{s: s})
+	river.AddWorker(workers, &sweepWorker{s: s})
 }
 
 // Subscription is what billing tells instances about a customer's subscription.
@@ -80,9 +111,14 @@ type Subscription struct {
 // instance.
 func wantsRunning(status string) bool { return status == "active" || status == "trialing" }
 
-// Reconcile makes the client's instances match the subscription: an active or trialing
-// subscription gets exactly one instance of its plan (created and provisioned if there is
-// none). It is idempotent: billing calls it after every applied event.
+// Reconcile makes the client's instance match the subscription. It is idempotent: billing
+// calls it after every applied event, in any order.
+//
+//   - active, trialing: one instance of the plan runs (created, resumed from a billing
+//     suspension, resized to a new plan; a pending deletion or suspension is cancelled);
+//   - past_due: the customer is warned and the instance is suspended when the grace ends;
+//   - unpaid, incomplete_expired: suspended now;
+//   - canceled: suspended now and deleted, after a final backup, when retention ends.
 func (s *Service) Reconcile(ctx context.Context, sub Subscription) error {
 	plan, ok := s.cfg.Plans.Find(sub.PlanID)
 	if !ok {
@@ -95,18 +131,79 @@ func (s *Service) Reconcile(ctx context.Context, sub Subscription) error {
 	if err != nil {
 		return err
 	}
-	current := liveInstance(list)
-	if !wantsRunning(sub.Status) {
-		return nil // suspension and deletion are the lifecycle jobs' work
-	}
-	if current == nil {
+	in := liveInstance(list)
+	switch {
+	case wantsRunning(sub.Status) && in == nil:
 		_, err := s.create(ctx, sub, plan)
 		return err
+	case in == nil || in.Status == Deleting:
+		return nil
+	case wantsRunning(sub.Status):
+		return s.keepRunning(ctx, in, plan)
+	case sub.Status == "past_due":
+		return s.startGrace(ctx, in)
+	case sub.Status == "unpaid" || sub.Status == "incomplete_expired" || sub.Status == "canceled":
+		return s.stopForBilling(ctx, in, sub.Status == "canceled")
 	}
-	if current.Status == Pending || current.Status == Provisioning {
-		return s.enqueueProvision(ctx, current.ID) // unique: a no-op while one is queued
+	return nil // incomplete: the first payment is still being made
+}
+
+func (s *Service) keepRunning(ctx context.Context, in *Instance, plan billing.Plan) error {
+	set := map[string]any{}
+	if in.SuspendAt != nil || in.DeleteAfter != nil {
+		set["suspend_at"], set["delete_after"] = nil, nil
+	}
+	resize := in.PlanID != plan.ID && (in.CPUs != plan.CPUs || in.MemoryMB != plan.MemoryMB)
+	if in.PlanID != plan.ID {
+		set["plan_id"], set["cpus"], set["memory_mb"] = plan.ID, plan.CPUs, plan.MemoryMB
+	}
+	if len(set) > 0 {
+		if err := s.store.Apply(ctx, in.ID, set, "billing", "subscription is active: plan "+plan.ID); err != nil {
+			return err
+		}
+	}
+	switch {
+	case in.Status == Pending || in.Status == Provisioning:
+		return s.enqueueProvision(ctx, in.ID) // unique: a no-op while one is queued
+	case in.Status == Suspended && in.SuspendReason == ReasonBilling:
+		if err := s.enqueue(ctx, ActionArgs{InstanceID: in.ID, Action: ActResume, Reason: ReasonBilling}); err != nil {
+			return err
+		}
+	case in.Status == Suspended && in.SuspendReason == ReasonManual:
+		s.store.Apply(ctx, in.ID, nil, "resume_refused", "payment received, but the suspension is manual: the operator must lift it")
+	}
+	if resize && (in.Status == Active || in.Status == Suspended) {
+		return s.enqueue(ctx, ActionArgs{InstanceID: in.ID, Action: ActResize, Reason: plan.ID})
 	}
 	return nil
+}
+
+// startGrace warns a past-due customer once and schedules the suspension.
+func (s *Service) startGrace(ctx context.Context, in *Instance) error {
+	if in.Status != Active || in.SuspendAt != nil {
+		return nil
+	}
+	until := s.now().Add(s.cfg.PastDueGrace)
+	if err := s.notify(ctx, in, Notice{Kind: NoticePastDue, Until: until, Key: in.ID + "-past-due-" + until.Format("20060102")}); err != nil {
+		return err
+	}
+	return s.store.Apply(ctx, in.ID, map[string]any{"suspend_at": until}, "past_due",
+		"payment failed: the instance is suspended on "+until.Format(time.RFC3339)+" unless it is paid")
+}
+
+// stopForBilling suspends now and, for a cancellation, schedules the deletion.
+func (s *Service) stopForBilling(ctx context.Context, in *Instance, canceled bool) error {
+	if canceled && in.DeleteAfter == nil {
+		after := s.now().Add(s.cfg.Retention)
+		if err := s.store.Apply(ctx, in.ID, map[string]any{"delete_after": after}, "canceled",
+			"subscription canceled: the instance is deleted on "+after.Format(time.RFC3339)+", after a final backup"); err != nil {
+			return err
+		}
+	}
+	if in.Status == Suspended || in.Status == Failed {
+		return nil
+	}
+	return s.enqueue(ctx, ActionArgs{InstanceID: in.ID, Action: ActSuspend, Reason: ReasonBilling})
 }
 
 // liveInstance returns the subscription's instance that is not gone, if any.

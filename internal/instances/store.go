@@ -228,3 +228,37 @@ func (s *Store) HasEvent(ctx context.Context, id, kind string) (bool, error) {
 	err := s.db.WithContext(ctx).Model(&Event{}).Where("instance_id = ? AND kind = ?", id, kind).Count(&n).Error
 	return n > 0, err
 }
+
+// AddBackup records a backup.
+func (s *Store) AddBackup(ctx context.Context, b Backup) error {
+	return s.db.WithContext(ctx).Create(&b).Error
+}
+
+// FinalBackup returns the instance's final (pre-deletion) backup, or nil.
+func (s *Store) FinalBackup(ctx context.Context, instanceID string) (*Backup, error) {
+	var list []Backup
+	err := s.db.WithContext(ctx).Where("instance_id = ? AND reason = ?", instanceID, "final").Order("created_at DESC").Limit(1).Find(&list).Error
+	if err != nil || len(list) == 0 {
+		return nil, err
+	}
+	return &list[0], nil
+}
+
+// Backups returns an instance's backups, newest first.
+func (s *Store) Backups(ctx context.Context, instanceID string) ([]Backup, error) {
+	var list []Backup
+	err := s.db.WithContext(ctx).Where("instance_id = ?", instanceID).Order("created_at DESC").Find(&list).Error
+	return list, err
+}
+
+// Due returns the instances in status whose column (suspend_at or delete_after) is at or
+// before now: the clock-driven jobs' work list.
+func (s *Store) Due(ctx context.Context, status Status, column string, now time.Time) ([]Instance, error) {
+	if column != "suspend_at" && column != "delete_after" {
+		return nil, fmt.Errorf("Due: unknown column %q", column)
+	}
+	var list []Instance
+	err := s.db.WithContext(ctx).Where("status = ? AND "+column+" IS NOT NULL AND "+column+" <= ?", status, now).
+		Order("id").Limit(500).Find(&list).Error
+	return list, err
+}

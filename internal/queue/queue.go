@@ -52,6 +52,7 @@ type client interface {
 	JobGet(ctx context.Context, id int64) (*rivertype.JobRow, error)
 	JobRetry(ctx context.Context, id int64) (*rivertype.JobRow, error)
 	Subscribe(kinds ...river.EventKind) (<-chan *river.Event, func())
+	PeriodicJobs() *river.PeriodicJobBundle
 }
 
 // Open returns a queue on db. The caller must have migrated River's tables (Migrate).
@@ -149,6 +150,9 @@ func (q *Queue) Retry(ctx context.Context, id int64) (*rivertype.JobRow, error) 
 func (q *Queue) Subscribe(kinds ...river.EventKind) (<-chan *river.Event, func()) {
 	return q.client.Subscribe(kinds...)
 }
+
+// AddPeriodic schedules clock-driven jobs; River runs them on the elected leader only.
+func (q *Queue) AddPeriodic(jobs ...*river.PeriodicJob) { q.client.PeriodicJobs().AddMany(jobs) }
 
 // Start starts the workers; they run until Stop.
 func (q *Queue) Start(ctx context.Context) error { return q.client.Start(ctx) }

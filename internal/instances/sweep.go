@@ -1,0 +1,88 @@
+package instances
+
+import (
+	"context"
+	"time"
+
+	"github.com/riverqueue/river"
+)
+
+// SweepArgs is the clock-driven job: it suspends past-due instances whose grace is over
+// and deletes canceled ones whose retention is over. River runs periodic jobs on the
+// elected leader only, so several replicas sweep once.
+type SweepArgs struct{}
+
+// Kind names the job.
+func (SweepArgs) Kind() string { return "instance_sweep" }
+
+// PeriodicJobs returns the service's clock-driven jobs.
+func (s *Service) PeriodicJobs() []*river.PeriodicJob {
+	return []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(s.cfg.SweepInterval),
+		func() (river.JobArgs, *river.InsertOpts) {
+			return SweepArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
+		}, &river.PeriodicJobOpts{RunOnStart: true})}
+}
+
+type sweepWorker struct {
+	river.WorkerDefaults[SweepArgs]
+	s *Service
+}
+
+func (w *sweepWorker) Work(ctx context.Context, _ *river.Job[SweepArgs]) error {
+	s := w.s
+	now := s.now()
+	due, err := s.store.Due(ctx, Active, "suspend_at", now)
+	if err != nil {
+		return err
+	}
+	for _, in := range due {
+		if err := s.enqueue(ctx, ActionArgs{InstanceID: in.ID, Action: ActSuspend, Reason: ReasonBilling}); err != nil {
+			return err
+		}
+	}
+	for _, st := range []Status{Suspended, Failed} {
+		expired, err := s.store.Due(ctx, st, "delete_after", now)
+		if err != nil || len(expired) == 0 {
+			return err
+		}
+		if reason := s.billingStalled(ctx); reason != "" {
+			s.alertThrottled(ctx, "deletions-held", "Deletions held: %d instance(s) are due for deletion, but %s; nothing is deleted until billing catches up", len(expired), reason)
+			return nil
+		}
+		for _, in := range expired {
+			if err := s.enqueue(ctx, ActionArgs{InstanceID: in.ID, Action: ActDelete}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// billingStalled returns why deletions must wait, or "".
+func (s *Service) billingStalled(ctx context.Context) string {
+	if s.cfg.Billing == nil {
+		return ""
+	}
+	reason, err := s.cfg.Billing.Stalled(ctx)
+	if err != nil {
+		return "the billing state cannot be read (" + err.Error() + ")"
+	}
+	return reason
+}
+
+// alertThrottled alerts at most once a day per key, so a condition that lasts does not
+// flood the operator's inbox every sweep.
+func (s *Service) alertThrottled(ctx context.Context, key, format string, args ...any) {
+	s.mu.Lock()
+	last, ok := s.alerted[key]
+	if ok && s.now().Sub(last) < 24*time.Hour {
+		s.mu.Unlock()
+		return
+	}
+	if s.alerted == nil {
+		s.alerted = map[string]time.Time{}
+	}
+	s.alerted[key] = s.now()
+	s.mu.Unlock()
+	s.alert(ctx, format, args...)
+}
