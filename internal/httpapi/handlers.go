@@ -90,8 +90,25 @@ func (s *Server) listInstances(c echo.Context) error {
 	return c.JSON(http.StatusOK, viewInstanceList(list, next))
 }
 
-func (s *Server) retryInstance(c echo.Context) error {
-	in, err := s.cfg.Actions.Retry(c.Request().Context(), c.Param("id"))
+// instanceAction serves an action that takes only the instance id: 202 once it is queued.
+func (s *Server) instanceAction(act func(InstanceActions, context.Context, string) (instances.Instance, error)) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		in, err := act(s.cfg.Actions, c.Request().Context(), c.Param("id"))
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusAccepted, viewInstance(in))
+	}
+}
+
+func (s *Server) upgradeInstance(c echo.Context) error {
+	var body struct {
+		Image string `json:"image"`
+	}
+	if err := decode(c, &body); err != nil {
+		return err
+	}
+	in, err := s.cfg.Actions.Upgrade(c.Request().Context(), c.Param("id"), body.Image)
 	if err != nil {
 		return err
 	}

@@ -21,10 +21,16 @@ func (s *Server) routes() {
 	e.GET("/v1/clients/:id/instances", s.listClientInstances, portal)
 	e.GET("/clients/:id/instances", s.listClientInstances, portal) // the seed's path, kept for old portals
 	e.GET("/v1/instances/:id", s.getInstance, portal)
+	e.POST("/v1/instances/:id/restart", s.instanceAction(InstanceActions.Restart), portal)
 
 	admin := s.require(scopeAdmin)
 	e.GET("/v1/instances", s.listInstances, admin)
-	e.POST("/v1/instances/:id/retry", s.retryInstance, admin)
+	e.POST("/v1/instances/:id/retry", s.instanceAction(InstanceActions.Retry), admin)
+	e.POST("/v1/instances/:id/suspend", s.instanceAction(InstanceActions.Suspend), admin)
+	e.POST("/v1/instances/:id/resume", s.instanceAction(InstanceActions.Resume), admin)
+	e.POST("/v1/instances/:id/backup", s.instanceAction(InstanceActions.Backup), admin)
+	e.POST("/v1/instances/:id/upgrade", s.upgradeInstance, admin)
+	e.DELETE("/v1/instances/:id", s.instanceAction(InstanceActions.Delete), admin)
 	e.GET("/v1/hosts", s.listHosts, admin)
 	e.POST("/v1/hosts", s.addHost, admin)
 	e.PATCH("/v1/hosts/:name", s.updateHost, admin)

@@ -25,9 +25,16 @@ type InstanceStore interface {
 	Timeline(ctx context.Context, id string) ([]instances.Event, error)
 }
 
-// InstanceActions are the operator's actions on an instance; each runs as a durable job.
+// InstanceActions are the actions on an instance; each runs as a durable job and returns
+// the instance as it was when the job was queued.
 type InstanceActions interface {
 	Retry(ctx context.Context, id string) (instances.Instance, error)
+	Suspend(ctx context.Context, id string) (instances.Instance, error)
+	Resume(ctx context.Context, id string) (instances.Instance, error)
+	Restart(ctx context.Context, id string) (instances.Instance, error)
+	Backup(ctx context.Context, id string) (instances.Instance, error)
+	Delete(ctx context.Context, id string) (instances.Instance, error)
+	Upgrade(ctx context.Context, id, image string) (instances.Instance, error)
 }
 
 // HostStore is what the API reads and writes of the host inventory.
