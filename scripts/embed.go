@@ -1,0 +1,19 @@
+// Package scripts holds what runs on a host VM rather than in the provisioner: the host
+// agent n8nctl, and the fake docker CLI its tests run it against. This Go file embeds both,
+// so that a compiled provisioner (`provisioner demo`, through internal/sandbox) can run the
+// real host script without the source tree beside it.
+package scripts
+
+import _ "embed"
+
+// N8nctl is scripts/n8nctl, the host agent, byte for byte. Write it to a file with mode
+// 0755 to run it; it needs bash, jq, flock and coreutils.
+//
+//go:embed n8nctl
+var N8nctl string
+
+// FakeDocker is scripts/testdata/fake-docker, the stand-in docker CLI that keeps container
+// state in files under $FAKE_DOCKER_STATE (see its header for the subcommands and knobs).
+//
+//go:embed testdata/fake-docker
+var FakeDocker string
