@@ -591,3 +591,73 @@ func TestStartAndAddHostValidate(t *testing.T) {
 		t.Fatal("Proxmox still serving after Close")
 	}
 }
+
+// Instances provisioned at once on two hosts, while an outsider hammers each one's
+// owner-setup path through the ingress from the moment it is named: every instance ends
+// with our owner, and no outside call ever reaches n8n.
+func TestConcurrentInstancesUnderAttack(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	hs := []Host{e.addHost("nuc1"), e.addHost("ovh1")}
+	guard, _ := guardCredential()
+	ctx := context.Background()
+	attackerClient := &http.Client{Transport: &http.Transport{Proxy: nil}}
+
+	const n = 6
+	errs := make(chan error, 2*n)
+	var wg sync.WaitGroup
+	for i := range n {
+		h := hs[i%2]
+		slug := fmt.Sprintf("shop%d", i)
+		done := make(chan struct{})
+		wg.Go(func() { // the attacker
+			body := `{"email":"mallory@evil.example","firstName":"M","lastName":"X","password":"Stolen123"}`
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodPost, h.IngressURL+"/rest/owner/setup", strings.NewReader(body))
+				req.Host = e.world.FQDN(slug)
+				resp, err := attackerClient.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusNotFound {
+					errs <- fmt.Errorf("attacker on %s got %d", slug, resp.StatusCode)
+					return
+				}
+			}
+		})
+		wg.Go(func() { // the provisioner
+			defer close(done)
+			in, err := e.tryProvision(h, slug)
+			if err == nil {
+				err = in.client.WaitReady(ctx, 5*time.Millisecond)
+			}
+			if err == nil {
+				err = in.client.SetupOwner(ctx, in.owner, guard)
+			}
+			if err == nil {
+				err = in.client.Login(ctx, in.owner.Email, in.owner.Password)
+			}
+			if err != nil {
+				errs <- fmt.Errorf("%s: %w", slug, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range n {
+		srv := e.world.N8n(fmt.Sprintf("shop%d", i))
+		if u, ok := srv.Owner(); !ok || !strings.HasSuffix(u.Email, ".example.com") || srv.SetupCalls() != 1 {
+			t.Errorf("shop%d: owner %+v %v after %d setup calls", i, u, ok, srv.SetupCalls())
+		}
+	}
+}
