@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -651,6 +652,35 @@ func TestRestartKeepsThePolicy(t *testing.T) {
 	start := slices.Index(calls, "docker start n8n-acme")
 	if stop < 0 || start < stop {
 		t.Errorf("want stop then start: %q", calls)
+	}
+}
+
+func TestListReportsEveryInstance(t *testing.T) {
+	t.Parallel()
+	h := setup(t)
+	empty := h.must("list", "all", "")
+	if got := fmt.Sprint(empty["instances"]); got != "[]" {
+		t.Errorf("list on an empty host = %s", got)
+	}
+	h.must("provision", "acme", provisionInput())
+	h.must("provision", "beta", provisionInput("FQDN=beta.n8n.example.com"))
+	h.must("suspend", "beta", "")
+	h.must("destroy", "acme", "") // data kept: the doctor must see the orphaned files
+	out := h.must("list", "all", "")
+	list, _ := out["instances"].([]any)
+	if len(list) != 2 {
+		t.Fatalf("list = %v", out)
+	}
+	got := map[string]string{}
+	for _, item := range list {
+		m := item.(map[string]any)
+		got[m["slug"].(string)] = fmt.Sprint(m["exists"], " ", m["running"])
+	}
+	if got["acme"] != "false false" || got["beta"] != "true false" {
+		t.Errorf("list = %v", got)
+	}
+	if res := h.run("list", "acme", ""); res.code != 2 {
+		t.Errorf("list with a slug: exit %d, want 2", res.code)
 	}
 }
 
