@@ -49,7 +49,25 @@ func (p placer) Host(ctx context.Context, name string) (instances.Host, error) {
 	return hostOf(h), err
 }
 
+func (p placer) Hosts(ctx context.Context) ([]instances.Host, error) {
+	list, err := p.hosts.List(ctx)
+	out := make([]instances.Host, 0, len(list))
+	for _, h := range list {
+		out = append(out, hostOf(h))
+	}
+	return out, err
+}
+
 type dnsRecords struct{ cf *dns.Cloudflare }
+
+func (d dnsRecords) Records(ctx context.Context, suffix string) (map[string]string, error) {
+	list, err := d.cf.List(ctx, suffix)
+	out := make(map[string]string, len(list))
+	for _, r := range list {
+		out[r.Name] = r.Content
+	}
+	return out, err
+}
 
 func (d dnsRecords) UpsertA(ctx context.Context, name, ip, comment string) (string, error) {
 	r, err := d.cf.UpsertA(ctx, name, ip, comment)
@@ -70,6 +88,9 @@ func (u unconfigured) UpsertA(context.Context, string, string, string) (string, 
 	return "", u.err()
 }
 func (u unconfigured) Delete(context.Context, string) error { return u.err() }
+func (u unconfigured) Records(context.Context, string) (map[string]string, error) {
+	return nil, u.err()
+}
 func (u unconfigured) Run(context.Context, string, int, string, string, map[string]string) (json.RawMessage, error) {
 	return nil, u.err()
 }

@@ -29,6 +29,8 @@ type Placer interface {
 	Assign(ctx context.Context, instanceID string) (Host, error)
 	// Host returns the host called name.
 	Host(ctx context.Context, name string) (Host, error)
+	// Hosts returns every host of the inventory.
+	Hosts(ctx context.Context) ([]Host, error)
 }
 
 // ErrNoRoom is what a Placer returns when no active host has a free slot.
@@ -40,6 +42,8 @@ type DNS interface {
 	UpsertA(ctx context.Context, name, ip, comment string) (string, error)
 	// Delete removes every A record of name; absent is not an error.
 	Delete(ctx context.Context, name string) error
+	// Records returns the A records under suffix, name → address.
+	Records(ctx context.Context, suffix string) (map[string]string, error)
 }
 
 // Agent runs n8nctl on a host VM: `n8nctl <verb> <slug>` with settings on stdin. It

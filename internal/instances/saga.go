@@ -220,6 +220,7 @@ func formatCPUs(c float64) string {
 
 // containerStatus is the part of `n8nctl status` the saga reads.
 type containerStatus struct {
+	Slug     string  `json:"slug"`
 	Exists   bool    `json:"exists"`
 	Running  bool    `json:"running"`
 	Image    string  `json:"image"`

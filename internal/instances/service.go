@@ -40,6 +40,8 @@ type Config struct {
 	Retention time.Duration
 	// SweepInterval is how often the clock-driven jobs look for due work (default 1m).
 	SweepInterval time.Duration
+	// DoctorInterval is how often the doctor looks for drift (default 1h).
+	DoctorInterval time.Duration
 	// Billing tells whether billing events are processed; deletions wait while they are not.
 	Billing BillingHealth
 	// Now is the clock (default time.Now).
@@ -59,6 +61,7 @@ type Service struct {
 
 	mu      sync.Mutex
 	alerted map[string]time.Time // throttled alerts, by key
+	drift   map[string]bool      // the doctor's last findings, to alert only on new ones
 }
 
 // NewService returns the service; Register its workers before starting the queue.
@@ -81,6 +84,9 @@ func NewService(cfg Config) *Service {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = time.Minute
 	}
+	if cfg.DoctorInterval == 0 {
+		cfg.DoctorInterval = time.Hour
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -94,6 +100,7 @@ func (s *Service) Register(workers *river.Workers) {
 	river.AddWorker(workers, &provisionWorker{s: s})
 	river.AddWorker(workers, &actionWorker{s: s})
 	river.AddWorker(workers, &sweepWorker{s: s})
+	river.AddWorker(workers, &doctorWorker{s: s})
 }
 
 // Subscription is what billing tells instances about a customer's subscription.

@@ -262,3 +262,11 @@ func (s *Store) Due(ctx context.Context, status Status, column string, now time.
 		Order("id").Limit(500).Find(&list).Error
 	return list, err
 }
+
+// Live returns every instance that is not deleted, oldest first: what the doctor compares
+// with the hosts and DNS.
+func (s *Store) Live(ctx context.Context) ([]Instance, error) {
+	var list []Instance
+	err := s.db.WithContext(ctx).Where("status <> ?", Deleted).Order("id").Find(&list).Error
+	return list, err
+}

@@ -17,10 +17,14 @@ func (SweepArgs) Kind() string { return "instance_sweep" }
 
 // PeriodicJobs returns the service's clock-driven jobs.
 func (s *Service) PeriodicJobs() []*river.PeriodicJob {
-	return []*river.PeriodicJob{river.NewPeriodicJob(river.PeriodicInterval(s.cfg.SweepInterval),
-		func() (river.JobArgs, *river.InsertOpts) {
+	return []*river.PeriodicJob{
+		river.NewPeriodicJob(river.PeriodicInterval(s.cfg.SweepInterval), func() (river.JobArgs, *river.InsertOpts) {
 			return SweepArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
-		}, &river.PeriodicJobOpts{RunOnStart: true})}
+		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(s.cfg.DoctorInterval), func() (river.JobArgs, *river.InsertOpts) {
+			return DoctorArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
+		}, nil),
+	}
 }
 
 type sweepWorker struct {
