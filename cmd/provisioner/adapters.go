@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"time"
 
 	"gorm.io/gorm"
@@ -95,13 +94,14 @@ func (u unconfigured) Run(context.Context, string, int, string, string, map[stri
 	return nil, u.err()
 }
 
+// n8nApp reaches customer instances through their host's ingress with the n8n package's
+// own HTTP client, which verifies each instance's certificate against its host name.
 type n8nApp struct {
-	httpClient   *http.Client // nil: the n8n package's own, verifying the instance's certificate
 	pollInterval time.Duration
 }
 
 func (a n8nApp) client(ingressURL, fqdn string) *n8n.Client {
-	return n8n.New(n8n.Config{IngressURL: ingressURL, Host: fqdn, HTTPClient: a.httpClient})
+	return n8n.New(n8n.Config{IngressURL: ingressURL, Host: fqdn})
 }
 
 func (a n8nApp) WaitReady(ctx context.Context, ingressURL, fqdn string) error {

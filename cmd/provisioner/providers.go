@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/mail"
 	"path/filepath"
 	"strconv"
@@ -38,15 +37,16 @@ type providers struct {
 	PastDueGrace  time.Duration
 	Retention     time.Duration
 	SweepInterval time.Duration
+	// DoctorInterval, ProxmoxPoll and HealthPoll tune how often the doctor runs, the
+	// guest agent's exec status is polled and n8n's readiness is asked.
+	DoctorInterval time.Duration
+	ProxmoxPoll    time.Duration
+	HealthPoll     time.Duration
 
 	// Test hooks, documented as such: the crash-safety tests stop the process after a saga
 	// step, and the end-to-end tests shorten job retries.
 	CrashAfterStep string
 	FastRetries    bool
-
-	// n8nHTTPClient reaches customer instances through the ingress; nil means the n8n
-	// package's own client, which verifies each instance's certificate.
-	n8nHTTPClient *http.Client
 }
 
 // fastRetry retries a failed job after 100 ms: the end-to-end tests' fault injections
@@ -110,6 +110,9 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 		{"PROVISIONER_PAST_DUE_GRACE", "72h", &p.PastDueGrace},
 		{"PROVISIONER_RETENTION", "720h", &p.Retention},
 		{"PROVISIONER_SWEEP_INTERVAL", "1m", &p.SweepInterval},
+		{"PROVISIONER_DOCTOR_INTERVAL", "1h", &p.DoctorInterval},
+		{"PROVISIONER_PROXMOX_POLL_INTERVAL", "500ms", &p.ProxmoxPoll},
+		{"PROVISIONER_HEALTH_POLL_INTERVAL", "1s", &p.HealthPoll},
 	} {
 		if *d.dst, err = time.ParseDuration(env(d.name, d.def)); err != nil || *d.dst <= 0 {
 			return p, envError(d.name, errors.New("must be a positive duration such as "+d.def))
@@ -170,7 +173,8 @@ func (p providers) agent() (instances.Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("PROVISIONER_PROXMOX_CA_FILE: %w", err)
 	}
-	pve, err := hosts.NewProxmox(hosts.ProxmoxConfig{BaseURL: p.ProxmoxURL, TokenID: p.ProxmoxTokenID, TokenSecret: p.ProxmoxTokenSecret, HTTPClient: hc})
+	pve, err := hosts.NewProxmox(hosts.ProxmoxConfig{BaseURL: p.ProxmoxURL, TokenID: p.ProxmoxTokenID,
+		TokenSecret: p.ProxmoxTokenSecret, HTTPClient: hc, PollInterval: p.ProxmoxPoll})
 	if err != nil {
 		return nil, fmt.Errorf("PROVISIONER_PROXMOX_*: %w", err)
 	}

@@ -158,9 +158,13 @@ func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store
 	return instances.NewService(instances.Config{
 		Store: store, Keys: keys, Queue: q, Plans: cfg.Plans,
 		Placer: placer{hostStore}, DNS: dnsAdapter, Agent: agent,
-		App:        n8nApp{httpClient: p.n8nHTTPClient, pollInterval: time.Second},
-		Notifier:   notifier{mail: mailSender, operator: p.OperatorEmail, log: log},
+		App:      n8nApp{pollInterval: p.HealthPoll},
+		Notifier: notifier{mail: mailSender, operator: p.OperatorEmail, portalURL: p.PortalURL, log: log},
+		Billing:  billingHealth{db.Gorm},
+
 		BaseDomain: cfg.BaseDomain, HealthTimeout: p.HealthTimeout, TimeZone: p.TimeZone,
+		PastDueGrace: p.PastDueGrace, Retention: p.Retention,
+		SweepInterval: p.SweepInterval, DoctorInterval: p.DoctorInterval,
 		Logger: log, CrashAfterStep: p.CrashAfterStep,
 	}), nil
 }
