@@ -351,7 +351,7 @@ func TestSMTPRejectsMalformedMessage(t *testing.T) {
 	s := newSMTP(t, srv.URL())
 	good := credentialsMessage(t)
 	for name, m := range map[string]mail.Message{
-		"no recipient": {Subject: good.Subject, Text: good.Text, ID: good.ID},
+		"no recipient":  {Subject: good.Subject, Text: good.Text, ID: good.ID},
 		"bad recipient": {To: "ana@example.com>\r\nBcc: <x@example.com", Subject: good.Subject, Text: good.Text},
 		"no subject":    {To: good.To, Text: good.Text},
 		"no text":       {To: good.To, Subject: good.Subject, HTML: good.HTML},

@@ -274,7 +274,11 @@ func TestBuildersRejectBadInput(t *testing.T) {
 		}},
 		{"credentials without password", func() (mail.Message, error) { d := okCreds; d.Password = ""; return mail.Credentials("en", d) }},
 		{"credentials without login", func() (mail.Message, error) { d := okCreds; d.LoginEmail = ""; return mail.Credentials("en", d) }},
-		{"credentials javascript URL", func() (mail.Message, error) { d := okCreds; d.URL = "javascript:alert(1)"; return mail.Credentials("en", d) }},
+		{"credentials javascript URL", func() (mail.Message, error) {
+			d := okCreds
+			d.URL = "javascript:alert(1)"
+			return mail.Credentials("en", d)
+		}},
 		{"credentials relative URL", func() (mail.Message, error) { d := okCreds; d.URL = "/ana"; return mail.Credentials("en", d) }},
 		{"suspended unknown reason", func() (mail.Message, error) {
 			return mail.Suspended("en", mail.SuspendedData{To: "ana@example.com", URL: "https://a.example.com", Reason: "fraud"})
