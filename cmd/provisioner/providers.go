@@ -49,8 +49,9 @@ type providers struct {
 	FastRetries    bool
 }
 
-// fastRetry retries a failed job after 100 ms: the end-to-end tests' fault injections
-// would otherwise wait River's real backoff.
+// fastRetry retries a failed job after 100 ms, and jobs left running by a killed process
+// are rescued after a few seconds: the end-to-end and crash tests would otherwise wait
+// River's real backoff and its hour-long rescue delay.
 type fastRetry struct{}
 
 func (fastRetry) NextRetry(*rivertype.JobRow) time.Time {
@@ -62,6 +63,13 @@ func (p providers) retryPolicy() river.ClientRetryPolicy {
 		return fastRetry{}
 	}
 	return nil
+}
+
+func (p providers) rescueAfter() time.Duration {
+	if p.FastRetries {
+		return 3 * time.Second
+	}
+	return 0 // River's default
 }
 
 func loadProviders(getenv func(string) string, c config) (providers, error) {

@@ -83,7 +83,8 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	hostStore := hosts.NewStore(db.Gorm, nil)
 	instanceStore := instances.NewStore(db.Gorm, nil)
 	workers := river.NewWorkers()
-	q, err := queue.Open(ctx, db, queue.Config{Workers: workers, Logger: log, RetryPolicy: cfg.Providers.retryPolicy()})
+	q, err := queue.Open(ctx, db, queue.Config{Workers: workers, Logger: log,
+		RetryPolicy: cfg.Providers.retryPolicy(), RescueAfter: cfg.Providers.rescueAfter()})
 	if err != nil {
 		return err
 	}

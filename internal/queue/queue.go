@@ -8,6 +8,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,9 @@ type Config struct {
 	PollInterval time.Duration
 	// RetryPolicy overrides River's exponential backoff (tests shorten it).
 	RetryPolicy river.ClientRetryPolicy
+	// RescueAfter is how long a job may stay running before it is presumed lost with a
+	// crashed process and run again (default 1h). It must exceed every job's timeout.
+	RescueAfter time.Duration
 	Logger      *slog.Logger
 }
 
@@ -85,7 +89,10 @@ func riverConfig(cfg Config) *river.Config {
 		PeriodicJobs: cfg.PeriodicJobs,
 		RetryPolicy:  cfg.RetryPolicy,
 		JobTimeout:   15 * time.Minute, // an n8nctl upgrade with its backup is the longest job
+		// A job left running by a crashed process is picked up again after this.
+		RescueStuckJobsAfter: cmp.Or(cfg.RescueAfter, time.Hour),
 	}
+	rc.JobTimeout = min(rc.JobTimeout, rc.RescueStuckJobsAfter)
 	if rc.Logger == nil {
 		rc.Logger = slog.New(slog.DiscardHandler)
 	}
