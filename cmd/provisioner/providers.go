@@ -41,6 +41,7 @@ type providers struct {
 	// guest agent's exec status is polled and n8n's readiness is asked.
 	DoctorInterval time.Duration
 	ProxmoxPoll    time.Duration
+	ProxmoxExec    time.Duration // bounds one n8nctl run on a host
 	HealthPoll     time.Duration
 
 	// Test hooks, documented as such: the crash-safety tests stop the process after a saga
@@ -120,6 +121,7 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 		{"PROVISIONER_SWEEP_INTERVAL", "1m", &p.SweepInterval},
 		{"PROVISIONER_DOCTOR_INTERVAL", "1h", &p.DoctorInterval},
 		{"PROVISIONER_PROXMOX_POLL_INTERVAL", "500ms", &p.ProxmoxPoll},
+		{"PROVISIONER_PROXMOX_EXEC_TIMEOUT", "10m", &p.ProxmoxExec},
 		{"PROVISIONER_HEALTH_POLL_INTERVAL", "1s", &p.HealthPoll},
 	} {
 		if *d.dst, err = time.ParseDuration(env(d.name, d.def)); err != nil || *d.dst <= 0 {
@@ -182,7 +184,7 @@ func (p providers) agent() (instances.Agent, error) {
 		return nil, fmt.Errorf("PROVISIONER_PROXMOX_CA_FILE: %w", err)
 	}
 	pve, err := hosts.NewProxmox(hosts.ProxmoxConfig{BaseURL: p.ProxmoxURL, TokenID: p.ProxmoxTokenID,
-		TokenSecret: p.ProxmoxTokenSecret, HTTPClient: hc, PollInterval: p.ProxmoxPoll})
+		TokenSecret: p.ProxmoxTokenSecret, HTTPClient: hc, PollInterval: p.ProxmoxPoll, ExecTimeout: p.ProxmoxExec})
 	if err != nil {
 		return nil, fmt.Errorf("PROVISIONER_PROXMOX_*: %w", err)
 	}
