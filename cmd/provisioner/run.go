@@ -23,9 +23,14 @@ import (
 const usage = `usage: provisioner [command]
 
 commands:
-  serve     run the service (default): REST API, webhooks, workers
-  migrate   apply pending database migrations and exit
-  help      show this help
+  serve      run the service (default): REST API, webhooks, workers
+  migrate    apply pending database migrations and exit
+  hosts      the host inventory: list, add, drain, enable, disable, set
+  instances  list, show, suspend, resume, restart, upgrade (one or --all), backup, delete, retry
+  doctor     compare the database with the hosts and DNS; --fix repairs the safe drift
+  help       show this help
+
+Each command takes --help, e.g. provisioner hosts add --help.
 
 Configuration comes from PROVISIONER_* environment variables (see README.md).
 `
@@ -41,6 +46,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return nil
 	case "serve", "migrate":
+	case "hosts", "instances", "doctor":
+		return runOps(ctx, cmd, args[2:], getenv, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
