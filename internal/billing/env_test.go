@@ -85,7 +85,7 @@ func (r *room) HasRoom(context.Context) error {
 // clock follows the real time, shifted by what a test advances it.
 type clock struct{ offset atomic.Int64 }
 
-func (c *clock) Now() time.Time            { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 type fastRetry struct{}

@@ -339,7 +339,7 @@ func TestApplyNeverRegresses(t *testing.T) {
 			{snap(10, 100, Canceled, attribution{}), true, Canceled, ""},
 			{snap(5, 200, Active, attribution{ClientID: "c1", Email: "c1@example.com"}), false, Canceled, "c1"}, // older event: only attribution
 			{snap(10, 50, Active, attribution{}), false, Canceled, "c1"},                                        // same second, read earlier
-			{snap(10, 300, PastDue, attribution{ClientID: "c2"}), true, PastDue, "c1"},                         // same second, read later; client kept
+			{snap(10, 300, PastDue, attribution{ClientID: "c2"}), true, PastDue, "c1"},                          // same second, read later; client kept
 			{snap(11, 0, Active, attribution{}), true, Active, "c1"},
 		}
 		for i, st := range steps {
