@@ -328,8 +328,8 @@ const (
 	// An htpasswd line as the provisioner sends it for the owner-setup guard.
 	bootstrapSetupUsers = "provisioner:$2y$05$Zm9vYmFyYmF6cXV4cXV1eO3bV5zK6GZ3b1hJ7WlUjW0p2sQ1mYt8e"
 	bootstrapDomain     = "n8n.example.test"
-	bootstrapEmail  = "ops@example.test"
-	bootstrapToken  = "cfTOKEN-0123456789-abcdefghijklmnopqrstuvw"
+	bootstrapEmail      = "ops@example.test"
+	bootstrapToken      = "cfTOKEN-0123456789-abcdefghijklmnopqrstuvw"
 )
 
 type bootstrapHost struct {
