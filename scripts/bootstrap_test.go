@@ -849,6 +849,8 @@ func TestBootstrapRecreatesTraefikOnlyWhenItsConfigurationChanges(t *testing.T) 
 			if h.readRoot("etc/n8n-provisioner/secrets/cloudflare-dns-token") != "cfTOKEN-rotated-9876543210-zyxwvutsrqponm\n" {
 				t.Error("the rotated token was not installed")
 			}
+			// The operator's file was world-readable: the copy is not.
+			h.wantMeta("etc/n8n-provisioner/secrets/cloudflare-dns-token", 0o600, "0:0")
 		}},
 		{name: "image", args: h.args("--traefik-image", "traefik:v3.7.12"), check: func() {
 			if args, _, _, _ := h.container("traefik"); args[len(args)-1] != "traefik:v3.7.12" {
@@ -861,9 +863,12 @@ func TestBootstrapRecreatesTraefikOnlyWhenItsConfigurationChanges(t *testing.T) 
 	} {
 		args := c.args
 		if c.token != "" {
-			bootstrapWrite(t, h.tokenFile, c.token+"\n", 0o600)
+			bootstrapWrite(t, h.tokenFile, c.token+"\n", 0o644)
 		}
 		res := h.mustRun(args)
+		if c.token != "" && !strings.Contains(res.stderr, "is readable by other users (mode 644)") {
+			t.Errorf("no warning about the world-readable token file:\n%s", res.stderr)
+		}
 		want := []string{"docker rm -f traefik"}
 		if got := bootstrapCallsMatching(res.calls, "docker rm"); !slices.Equal(got, want) {
 			t.Errorf("%s changed: docker rm calls %q, want %q", c.name, got, want)
