@@ -559,7 +559,8 @@ func (h *bootstrapHost) snapshot() map[string]string {
 	return snap
 }
 
-// mode and owner of a file under the root, the owner as chown left it.
+// meta returns the mode and owner of a file under the root, the owner as the
+// fake chown left it.
 func (h *bootstrapHost) meta(rel string) (os.FileMode, string) {
 	h.t.Helper()
 	path := filepath.Join(h.root, rel)
@@ -652,7 +653,7 @@ func bootstrapYAML(t *testing.T, text string) map[string]any {
 	return m
 }
 
-// argPairs returns the values that follow flag in a docker run argument list.
+// bootstrapFlagValues returns the values that follow flag in a docker run argument list.
 func bootstrapFlagValues(args []string, flag string) []string {
 	var out []string
 	for i := 0; i+1 < len(args); i++ {
