@@ -251,7 +251,9 @@ func printEvents(w io.Writer, events []instances.Event) {
 	tw.Flush()
 }
 
-func formatFloat(f float64) string { return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.3f", f), "0"), ".") }
+func formatFloat(f float64) string {
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.3f", f), "0"), ".")
+}
 
 // followFlags adds the flags that control how the CLI follows a job it queued.
 func followFlags(f *flags) *jobWatch {
