@@ -72,17 +72,36 @@ func (s *Service) PeriodicJobs() []*river.PeriodicJob {
 // whole cost, and the job insert happens here, off the request path. Run it beside the
 // queue on every replica; without it, events wait for the sweeper (a minute or two).
 func (s *Service) Run(ctx context.Context) error {
-	tick := time.NewTicker(10 * time.Second) // a safety net for a failed pass
+	tick := time.NewTicker(10 * time.Second) // a safety net: a failed pass, a full hand-off
 	defer tick.Stop()
+	scan := true // at start: events a previous process stored but did not enqueue
 	for {
-		if err := s.dispatch(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("billing: enqueueing stored events failed; retrying", "error", err.Error())
+		if scan || s.missed.Swap(false) {
+			if err := s.dispatch(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("billing: enqueueing stored events failed; retrying", "error", err.Error())
+			}
 		}
+		scan = false
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-s.kick:
+		case id := <-s.fresh:
+			batch := []int64{id}
+			for len(batch) < batchSize {
+				select {
+				case id := <-s.fresh:
+					batch = append(batch, id)
+					continue
+				default:
+				}
+				break
+			}
+			if err := s.enqueue(ctx, batch); err != nil && ctx.Err() == nil {
+				s.log.Warn("billing: enqueueing stored events failed; retrying", "error", err.Error())
+				scan = true
+			}
 		case <-tick.C:
+			scan = true
 		}
 	}
 }
@@ -106,7 +125,10 @@ func (s *Service) dispatch(ctx context.Context) error {
 // enqueue inserts the processing jobs of ids and records that they are enqueued.
 func (s *Service) enqueue(ctx context.Context, ids []int64) error {
 	for i, id := range ids {
-		if _, err := s.queue.Insert(ctx, processArgs{EventID: id}, nil); err != nil {
+		release := s.store.serialise()
+		_, err := s.queue.Insert(ctx, processArgs{EventID: id}, nil)
+		release()
+		if err != nil {
 			s.store.markEnqueued(ctx, ids[:i])
 			return fmt.Errorf("enqueueing billing event %d: %w", id, err)
 		}

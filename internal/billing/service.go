@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,7 +47,10 @@ type Service struct {
 	log        *slog.Logger
 	now        func() time.Time
 	metrics    *metrics
-	kick       chan struct{} // wakes the dispatcher after a webhook stored an event
+	// fresh hands the ids of newly stored events to the dispatcher (Run); when it is full,
+	// missed makes the dispatcher look in the database instead.
+	fresh  chan int64
+	missed atomic.Bool
 }
 
 // New returns the billing service. Stripe is used when cfg.StripeConfigured(); otherwise
@@ -83,7 +87,7 @@ func New(cfg Config, d Deps) (*Service, error) {
 	s := &Service{
 		cfg: cfg, store: newStore(d.DB, d.Now), providers: map[string]provider{},
 		queue: d.Queue, reconciler: d.Reconciler, capacity: d.Capacity, plans: d.Plans,
-		log: d.Logger, now: d.Now, metrics: newMetrics(d.Metrics), kick: make(chan struct{}, 1),
+		log: d.Logger, now: d.Now, metrics: newMetrics(d.Metrics), fresh: make(chan int64, 4096),
 	}
 	if cfg.StripeConfigured() {
 		s.providers[ProviderStripe] = newStripe(cfg, d.HTTPClient)
@@ -129,7 +133,7 @@ func (s *Service) Webhook(ctx context.Context, providerName string, body io.Read
 		}
 		return Receipt{}, err
 	}
-	_, stored, err := s.store.addEvent(ctx, providerName, in, payload)
+	id, stored, err := s.store.addEvent(ctx, providerName, in, payload)
 	if err != nil {
 		s.metrics.webhook(providerName, "store_failed")
 		return Receipt{}, err
@@ -140,8 +144,9 @@ func (s *Service) Webhook(ctx context.Context, providerName string, body io.Read
 	}
 	s.metrics.webhook(providerName, "stored")
 	select {
-	case s.kick <- struct{}{}:
-	default: // a wake-up is already pending; it will see this event too
+	case s.fresh <- id:
+	default:
+		s.missed.Store(true)
 	}
 	return Receipt{EventID: in.ID}, nil
 }

@@ -1,6 +1,10 @@
 package httpapi
 
-import "github.com/labstack/echo/v4/middleware"
+import (
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
+)
 
 // routes registers the whole API surface; keep it on one screen. Unknown paths get 404
 // and wrong methods 405 from echo, in the same JSON error shape (errors.go).
@@ -9,12 +13,17 @@ func (s *Server) routes() {
 	e.Use(middleware.RequestID())
 	e.Use(s.observe) // request log and metrics, with the request id
 	e.Use(middleware.Recover())
-	e.Use(limitBody(maxBodyBytes))
+	e.Use(skipWebhookLimit(limitBody(maxBodyBytes))) // webhooks have their own, smaller limit
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", s.metricsHandler())
 	e.GET("/openapi.yaml", s.openapi)
+
+	// Payment providers' webhooks: authenticated by their signature, not by an API key.
+	e.POST("/webhooks/payments/stripe", s.webhook(billing.ProviderStripe))
+	e.POST("/webhooks/payments/n8n", s.webhook(billing.ProviderStripe))        // the seed's paths, kept as aliases
+	e.POST("/webhooks/payments/n8n/cancel", s.webhook(billing.ProviderStripe)) // for endpoints already set up
 
 	portal := s.require(scopePortal)
 	e.GET("/v1/plans", s.listPlans, portal)
@@ -22,6 +31,8 @@ func (s *Server) routes() {
 	e.GET("/clients/:id/instances", s.listClientInstances, portal) // the seed's path, kept for old portals
 	e.GET("/v1/instances/:id", s.getInstance, portal)
 	e.POST("/v1/instances/:id/restart", s.instanceAction(InstanceActions.Restart), portal)
+	e.POST("/v1/checkout-sessions", s.createCheckoutSession, portal)
+	e.POST("/v1/billing-portal-sessions", s.createBillingPortalSession, portal)
 
 	admin := s.require(scopeAdmin)
 	e.GET("/v1/instances", s.listInstances, admin)
@@ -34,4 +45,6 @@ func (s *Server) routes() {
 	e.GET("/v1/hosts", s.listHosts, admin)
 	e.POST("/v1/hosts", s.addHost, admin)
 	e.PATCH("/v1/hosts/:name", s.updateHost, admin)
+	e.GET("/v1/billing-events", s.listBillingEvents, admin)
+	e.POST("/v1/billing-events/:id/replay", s.replayBillingEvent, admin)
 }

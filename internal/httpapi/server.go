@@ -49,7 +49,10 @@ type Config struct {
 	Instances InstanceStore
 	Actions   InstanceActions
 	Hosts     HostStore
-	Plans     billing.Plans
+	// Billing serves webhooks, checkout and billing-portal sessions and the billing events
+	// (nil: those routes answer 503).
+	Billing Billing
+	Plans   billing.Plans
 	// Ready reports whether the service can serve (database reachable, schema current).
 	Ready     func(ctx context.Context) error
 	AdminKey  string

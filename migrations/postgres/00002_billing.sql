@@ -27,13 +27,17 @@ ALTER TABLE billing_events
     ADD COLUMN provider_created_at TIMESTAMPTZ,
     ADD COLUMN subscription_ref    TEXT NOT NULL DEFAULT '',
     ADD COLUMN detail              TEXT NOT NULL DEFAULT '';
-CREATE INDEX billing_events_outcome ON billing_events (outcome, id);
--- What the dispatcher looks for after every stored webhook: stored, never enqueued.
-CREATE INDEX billing_events_undispatched ON billing_events (id) WHERE enqueued_at IS NULL AND processed_at IS NULL;
+-- Every webhook is one insert into this table: it keeps only the indexes it needs. Partial
+-- indexes cover what is looked up (pending events for the dispatcher, the sweeper and the
+-- operator, failed ones for the operator) and cost nothing once an event is processed.
+DROP INDEX billing_events_unprocessed;
+CREATE INDEX billing_events_pending ON billing_events (id) WHERE processed_at IS NULL;
+CREATE INDEX billing_events_failed ON billing_events (id) WHERE outcome = 'failed';
 
 -- +goose Down
-DROP INDEX billing_events_undispatched;
-DROP INDEX billing_events_outcome;
+DROP INDEX billing_events_failed;
+DROP INDEX billing_events_pending;
+CREATE INDEX billing_events_unprocessed ON billing_events (processed_at, id);
 ALTER TABLE billing_events DROP COLUMN detail, DROP COLUMN subscription_ref, DROP COLUMN provider_created_at;
 DROP INDEX subscriptions_client;
 CREATE INDEX subscriptions_client ON subscriptions (client_id);

@@ -44,17 +44,21 @@ CREATE INDEX subscriptions_client ON subscriptions (client_id, updated_at);
 ALTER TABLE billing_events ADD COLUMN provider_created_at DATETIME;
 ALTER TABLE billing_events ADD COLUMN subscription_ref TEXT NOT NULL DEFAULT '';
 ALTER TABLE billing_events ADD COLUMN detail TEXT NOT NULL DEFAULT '';
-CREATE INDEX billing_events_outcome ON billing_events (outcome, id);
--- What the dispatcher looks for after every stored webhook: stored, never enqueued.
-CREATE INDEX billing_events_undispatched ON billing_events (id) WHERE enqueued_at IS NULL AND processed_at IS NULL;
+-- Every webhook is one insert into this table: it keeps only the indexes it needs. Partial
+-- indexes cover what is looked up (pending events for the dispatcher, the sweeper and the
+-- operator, failed ones for the operator) and cost nothing once an event is processed.
+DROP INDEX billing_events_unprocessed;
+CREATE INDEX billing_events_pending ON billing_events (id) WHERE processed_at IS NULL;
+CREATE INDEX billing_events_failed ON billing_events (id) WHERE outcome = 'failed';
 COMMIT;
 PRAGMA foreign_keys = ON;
 
 -- +goose Down
 PRAGMA foreign_keys = OFF;
 BEGIN;
-DROP INDEX billing_events_undispatched;
-DROP INDEX billing_events_outcome;
+DROP INDEX billing_events_failed;
+DROP INDEX billing_events_pending;
+CREATE INDEX billing_events_unprocessed ON billing_events (processed_at, id);
 ALTER TABLE billing_events DROP COLUMN detail;
 ALTER TABLE billing_events DROP COLUMN subscription_ref;
 ALTER TABLE billing_events DROP COLUMN provider_created_at;
