@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/dns"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
@@ -27,7 +28,25 @@ var (
 	_ instances.Agent    = (*hosts.Agent)(nil)
 	_ instances.App      = n8nApp{}
 	_ instances.Notifier = notifier{}
+	_ billing.Reconciler = reconciler{}
+	_ billing.Capacity   = (*hosts.Store)(nil)
 )
+
+// reconciler hands billing's authoritative subscription state to the instances, with what
+// the billing policy (grace, retention) asks of them.
+type reconciler struct {
+	instances *instances.Service
+	policy    billing.Policy
+}
+
+func (r reconciler) Reconcile(ctx context.Context, s billing.Subscription) error {
+	intent := s.Intent(r.policy)
+	return r.instances.Reconcile(ctx, instances.Subscription{
+		ID: s.ID, ClientID: s.ClientID, Email: s.Email, Name: s.Name, Locale: s.Locale, PlanID: s.PlanID,
+		Status: string(s.Status), Run: intent.Run, WarnPastDue: intent.WarnPastDue,
+		SuspendAt: intent.SuspendAt, DeleteAt: intent.DeleteAt,
+	})
+}
 
 type placer struct{ hosts *hosts.Store }
 

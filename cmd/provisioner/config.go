@@ -29,6 +29,7 @@ type config struct {
 	Plans        billing.Plans
 	LogLevel     slog.Level
 	Providers    providers
+	Billing      billing.Config
 	// generated lists the development secrets that were generated into the data dir
 	// because their variable was unset; the caller warns about each.
 	generated []string
@@ -79,6 +80,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	c.Plans = plans
 	if err := c.LogLevel.UnmarshalText([]byte(env("PROVISIONER_LOG_LEVEL", "info"))); err != nil {
 		return c, envError("PROVISIONER_LOG_LEVEL", errors.New("must be debug, info, warn or error"))
+	}
+	if c.Billing, err = billing.ConfigFromEnv(getenv); err != nil {
+		return c, err // its errors start with the variable's name
 	}
 	c.Providers, err = loadProviders(getenv, c)
 	return c, err

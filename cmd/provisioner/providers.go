@@ -29,13 +29,11 @@ type providers struct {
 	AgentPath                                                     string
 
 	HealthTimeout time.Duration
+	JobTimeout    time.Duration
 	SMTPURL       string
 	MailFrom      string
 	OperatorEmail string
 	TimeZone      string
-	PortalURL     string
-	PastDueGrace  time.Duration
-	Retention     time.Duration
 	SweepInterval time.Duration
 	// DoctorInterval, ProxmoxPoll and HealthPoll tune how often the doctor runs, the
 	// guest agent's exec status is polled and n8n's readiness is asked.
@@ -66,11 +64,13 @@ func (p providers) retryPolicy() river.ClientRetryPolicy {
 	return nil
 }
 
+// rescueAfter is how long a job may look running before River presumes its process dead:
+// just past the longest a live run may take.
 func (p providers) rescueAfter() time.Duration {
 	if p.FastRetries {
-		return 3 * time.Second
+		return p.JobTimeout + time.Second
 	}
-	return 0 // River's default
+	return p.JobTimeout + time.Minute
 }
 
 func loadProviders(getenv func(string) string, c config) (providers, error) {
@@ -95,7 +95,6 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 		MailFrom:      env("PROVISIONER_MAIL_FROM", "n8n <noreply@"+c.BaseDomain+">"),
 		OperatorEmail: env("PROVISIONER_OPERATOR_EMAIL", ""),
 		TimeZone:      env("PROVISIONER_TIMEZONE", "UTC"),
-		PortalURL:     env("PROVISIONER_PORTAL_URL", ""),
 
 		CrashAfterStep: env("PROVISIONER_TEST_CRASH_AFTER_STEP", ""),
 	}
@@ -116,8 +115,6 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 		name, def string
 		dst       *time.Duration
 	}{
-		{"PROVISIONER_PAST_DUE_GRACE", "72h", &p.PastDueGrace},
-		{"PROVISIONER_RETENTION", "720h", &p.Retention},
 		{"PROVISIONER_SWEEP_INTERVAL", "1m", &p.SweepInterval},
 		{"PROVISIONER_DOCTOR_INTERVAL", "1h", &p.DoctorInterval},
 		{"PROVISIONER_PROXMOX_POLL_INTERVAL", "500ms", &p.ProxmoxPoll},
@@ -127,6 +124,9 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 		if *d.dst, err = time.ParseDuration(env(d.name, d.def)); err != nil || *d.dst <= 0 {
 			return p, envError(d.name, errors.New("must be a positive duration such as "+d.def))
 		}
+	}
+	if p.JobTimeout, err = time.ParseDuration(env("PROVISIONER_JOB_TIMEOUT", (p.HealthTimeout + 15*time.Minute).String())); err != nil || p.JobTimeout <= p.HealthTimeout {
+		return p, envError("PROVISIONER_JOB_TIMEOUT", errors.New("must be a duration longer than PROVISIONER_HEALTH_TIMEOUT"))
 	}
 	if _, err := mail.ParseAddress(p.MailFrom); err != nil {
 		return p, envError("PROVISIONER_MAIL_FROM", errors.New("must be an email address, e.g. n8n <noreply@example.com>"))

@@ -10,8 +10,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/riverqueue/river"
 
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
@@ -102,15 +104,28 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	svc.Register(workers)
 	q.AddPeriodic(svc.PeriodicJobs()...)
 
+	registry := prometheus.NewRegistry()
+	bill, err := billing.New(cfg.Billing, billing.Deps{
+		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: hostStore,
+		Plans: cfg.Plans, Logger: log, Metrics: registry,
+	})
+	if err != nil {
+		return err
+	}
+	bill.Register(workers)
+	q.AddPeriodic(bill.PeriodicJobs()...)
+
 	api := httpapi.New(httpapi.Config{
 		Instances: instanceStore,
 		Actions:   svc,
 		Hosts:     hostStore,
+		Billing:   bill,
 		Plans:     cfg.Plans,
 		Ready:     db.Ready,
 		AdminKey:  cfg.AdminAPIKey,
 		PortalKey: cfg.PortalAPIKey,
 		Logger:    log,
+		Registry:  registry,
 	})
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -130,6 +145,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	go bill.Run(ctx) // enqueues stored webhook events as soon as they arrive
 	log.Info("listening", "addr", ln.Addr().String(), "base_domain", cfg.BaseDomain, "plans", len(cfg.Plans))
 
 	select {
@@ -167,11 +183,11 @@ func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store
 		Store: store, Keys: keys, Queue: q, Plans: cfg.Plans,
 		Placer: placer{hostStore}, DNS: dnsAdapter, Agent: agent,
 		App:      n8nApp{pollInterval: p.HealthPoll},
-		Notifier: notifier{mail: mailSender, operator: p.OperatorEmail, portalURL: p.PortalURL, log: log},
+		Notifier: notifier{mail: mailSender, operator: p.OperatorEmail, portalURL: cfg.Billing.PortalURL, log: log},
 		Billing:  billingHealth{db.Gorm},
 
-		BaseDomain: cfg.BaseDomain, HealthTimeout: p.HealthTimeout, TimeZone: p.TimeZone,
-		PastDueGrace: p.PastDueGrace, Retention: p.Retention,
+		BaseDomain: cfg.BaseDomain, HealthTimeout: p.HealthTimeout, JobTimeout: p.JobTimeout, TimeZone: p.TimeZone,
+		Retention:     cfg.Billing.Policy.Retention,
 		SweepInterval: p.SweepInterval, DoctorInterval: p.DoctorInterval,
 		Logger: log, CrashAfterStep: p.CrashAfterStep,
 	}), nil

@@ -118,9 +118,7 @@ type actionWorker struct {
 	s *Service
 }
 
-func (w *actionWorker) Timeout(*river.Job[ActionArgs]) time.Duration {
-	return w.s.cfg.HealthTimeout + 10*time.Minute // an upgrade backs up, recreates and waits
-}
+func (w *actionWorker) Timeout(*river.Job[ActionArgs]) time.Duration { return w.s.cfg.JobTimeout }
 
 func (w *actionWorker) Work(ctx context.Context, job *river.Job[ActionArgs]) error {
 	s := w.s

@@ -72,10 +72,8 @@ type provisionWorker struct {
 	s *Service
 }
 
-// Timeout leaves room for the longest step: n8n's readiness wait.
-func (w *provisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration {
-	return w.s.cfg.HealthTimeout + 5*time.Minute
-}
+// Timeout bounds a saga run; River rescues a run left behind by a crash after it.
+func (w *provisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration { return w.s.cfg.JobTimeout }
 
 func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
 	s := w.s
@@ -407,7 +405,7 @@ func (s *Service) ensureReplacement(ctx context.Context, in *Instance) error {
 		return river.JobCancel(fmt.Errorf("plan %q of compromised instance %s is gone", in.PlanID, in.ID))
 	}
 	fresh, err := s.create(ctx, Subscription{ID: *in.SubscriptionID, ClientID: client.ID, Email: in.OwnerEmail,
-		Name: client.Name, Locale: client.Locale, PlanID: plan.ID, Status: "active"}, plan)
+		Name: client.Name, Locale: client.Locale, PlanID: plan.ID, Run: true}, plan)
 	if err != nil {
 		return err
 	}

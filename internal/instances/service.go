@@ -3,6 +3,7 @@ package instances
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -31,12 +32,13 @@ type Config struct {
 	BaseDomain string
 	// HealthTimeout bounds one wait for n8n's readiness (default 3m).
 	HealthTimeout time.Duration
+	// JobTimeout bounds one run of a provisioning or lifecycle job (default HealthTimeout
+	// plus 15m: an upgrade backs up, recreates and waits for health). A job left running
+	// by a crashed process is retried once it is older than this.
+	JobTimeout time.Duration
 	// TimeZone is the instances' GENERIC_TIMEZONE/TZ (default UTC).
 	TimeZone string
-	// PastDueGrace is how long a past-due instance keeps running (default 72h).
-	PastDueGrace time.Duration
-	// Retention is how long a canceled instance waits before deletion, and how long its
-	// final backup is kept after (default 30 days).
+	// Retention is how long a deleted instance's final backup is kept (default 30 days).
 	Retention time.Duration
 	// SweepInterval is how often the clock-driven jobs look for due work (default 1m).
 	SweepInterval time.Duration
@@ -69,14 +71,14 @@ func NewService(cfg Config) *Service {
 	if cfg.HealthTimeout == 0 {
 		cfg.HealthTimeout = 3 * time.Minute
 	}
+	if cfg.JobTimeout == 0 {
+		cfg.JobTimeout = cfg.HealthTimeout + 15*time.Minute
+	}
 	if cfg.TimeZone == "" {
 		cfg.TimeZone = "UTC"
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
-	if cfg.PastDueGrace == 0 {
-		cfg.PastDueGrace = 72 * time.Hour
 	}
 	if cfg.Retention == 0 {
 		cfg.Retention = 30 * 24 * time.Hour
@@ -103,7 +105,8 @@ func (s *Service) Register(workers *river.Workers) {
 	river.AddWorker(workers, &doctorWorker{s: s})
 }
 
-// Subscription is what billing tells instances about a customer's subscription.
+// Subscription is what billing tells instances about a customer's subscription: who,
+// which plan, and what its state asks of the instance.
 type Subscription struct {
 	ID       string // our subscription id
 	ClientID string // the portal's client id
@@ -111,21 +114,25 @@ type Subscription struct {
 	Name     string
 	Locale   string
 	PlanID   string
-	Status   string // active, trialing, past_due, unpaid, canceled, incomplete, incomplete_expired
+	Status   string // the provider's status, for the timeline
+	// Run: the client must have one running instance of the plan.
+	Run bool
+	// WarnPastDue: payment failed; warn the customer that the instance stops at SuspendAt.
+	WarnPastDue bool
+	// SuspendAt, when not zero, is when the instance must be suspended for billing.
+	SuspendAt time.Time
+	// DeleteAt, when not zero, is when the instance must be deleted after a final backup.
+	DeleteAt time.Time
 }
-
-// wantsRunning reports whether a subscription in status entitles the client to a running
-// instance.
-func wantsRunning(status string) bool { return status == "active" || status == "trialing" }
 
 // Reconcile makes the client's instance match the subscription. It is idempotent: billing
 // calls it after every applied event, in any order.
 //
-//   - active, trialing: one instance of the plan runs (created, resumed from a billing
-//     suspension, resized to a new plan; a pending deletion or suspension is cancelled);
-//   - past_due: the customer is warned and the instance is suspended when the grace ends;
-//   - unpaid, incomplete_expired: suspended now;
-//   - canceled: suspended now and deleted, after a final backup, when retention ends.
+//   - Run: one instance of the plan runs (created, resumed from a billing suspension,
+//     resized to a new plan; a pending deletion or suspension is cancelled);
+//   - WarnPastDue: the customer is warned once and the instance is suspended at SuspendAt;
+//   - otherwise SuspendAt (now or past) suspends it, and DeleteAt schedules its deletion
+//     after a final backup.
 func (s *Service) Reconcile(ctx context.Context, sub Subscription) error {
 	plan, ok := s.cfg.Plans.Find(sub.PlanID)
 	if !ok {
@@ -140,17 +147,20 @@ func (s *Service) Reconcile(ctx context.Context, sub Subscription) error {
 	}
 	in := liveInstance(list)
 	switch {
-	case wantsRunning(sub.Status) && in == nil:
+	case sub.Run && in == nil:
 		_, err := s.create(ctx, sub, plan)
+		if errors.Is(err, ErrSubscriptionHasInstance) {
+			return s.Reconcile(ctx, sub) // another worker created it just now: act on that one
+		}
 		return err
 	case in == nil || in.Status == Deleting:
 		return nil
-	case wantsRunning(sub.Status):
+	case sub.Run && sub.WarnPastDue:
+		return s.startGrace(ctx, in, sub.SuspendAt)
+	case sub.Run:
 		return s.keepRunning(ctx, in, plan)
-	case sub.Status == "past_due":
-		return s.startGrace(ctx, in)
-	case sub.Status == "unpaid" || sub.Status == "incomplete_expired" || sub.Status == "canceled":
-		return s.stopForBilling(ctx, in, sub.Status == "canceled")
+	case !sub.SuspendAt.IsZero():
+		return s.stopForBilling(ctx, in, sub.Status, sub.DeleteAt)
 	}
 	return nil // incomplete: the first payment is still being made
 }
@@ -185,25 +195,24 @@ func (s *Service) keepRunning(ctx context.Context, in *Instance, plan billing.Pl
 	return nil
 }
 
-// startGrace warns a past-due customer once and schedules the suspension.
-func (s *Service) startGrace(ctx context.Context, in *Instance) error {
+// startGrace warns a past-due customer once and schedules the suspension at until.
+func (s *Service) startGrace(ctx context.Context, in *Instance, until time.Time) error {
 	if in.Status != Active || in.SuspendAt != nil {
 		return nil
 	}
-	until := s.now().Add(s.cfg.PastDueGrace)
 	if err := s.notify(ctx, in, Notice{Kind: NoticePastDue, Until: until, Key: in.ID + "-past-due-" + until.Format("20060102")}); err != nil {
 		return err
 	}
-	return s.store.Apply(ctx, in.ID, map[string]any{"suspend_at": until}, "past_due",
-		"payment failed: the instance is suspended on "+until.Format(time.RFC3339)+" unless it is paid")
+	return s.store.Apply(ctx, in.ID, map[string]any{"suspend_at": until.UTC()}, "past_due",
+		"payment failed: the instance is suspended on "+until.UTC().Format(time.RFC3339)+" unless it is paid")
 }
 
-// stopForBilling suspends now and, for a cancellation, schedules the deletion.
-func (s *Service) stopForBilling(ctx context.Context, in *Instance, canceled bool) error {
-	if canceled && in.DeleteAfter == nil {
-		after := s.now().Add(s.cfg.Retention)
-		if err := s.store.Apply(ctx, in.ID, map[string]any{"delete_after": after}, "canceled",
-			"subscription canceled: the instance is deleted on "+after.Format(time.RFC3339)+", after a final backup"); err != nil {
+// stopForBilling suspends now and, when deleteAt is set (a cancellation), schedules the
+// deletion.
+func (s *Service) stopForBilling(ctx context.Context, in *Instance, status string, deleteAt time.Time) error {
+	if !deleteAt.IsZero() && in.DeleteAfter == nil {
+		if err := s.store.Apply(ctx, in.ID, map[string]any{"delete_after": deleteAt.UTC()}, "canceled",
+			"subscription "+status+": the instance is deleted on "+deleteAt.UTC().Format(time.RFC3339)+", after a final backup"); err != nil {
 			return err
 		}
 	}
@@ -246,7 +255,7 @@ func (s *Service) create(ctx context.Context, sub Subscription, plan billing.Pla
 		if err == nil {
 			break
 		}
-		if !apperr.Is(err, apperr.Conflict) || attempt == 5 {
+		if !apperr.Is(err, apperr.Conflict) || errors.Is(err, ErrSubscriptionHasInstance) || attempt == 5 {
 			return nil, err
 		}
 	}

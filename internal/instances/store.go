@@ -118,11 +118,18 @@ func (s *Store) Create(ctx context.Context, in *Instance) error {
 		}
 		return tx.Create(&Event{InstanceID: in.ID, At: in.CreatedAt, Kind: "created", Message: "instance requested"}).Error
 	})
-	if database.IsUniqueViolation(err) {
+	switch {
+	case database.IsUniqueViolation(err) && strings.Contains(err.Error(), "subscription"):
+		return apperr.Wrap(apperr.Conflict, ErrSubscriptionHasInstance, "subscription already has a live instance")
+	case database.IsUniqueViolation(err):
 		return apperr.Wrap(apperr.Conflict, err, "slug %s is taken", in.Slug)
 	}
 	return err
 }
+
+// ErrSubscriptionHasInstance is the cause of Create's Conflict when the subscription has
+// a live instance already (another worker created it at the same moment).
+var ErrSubscriptionHasInstance = errors.New("subscription already has a live instance")
 
 // Get returns the instance with id, or NotFound (also for ids of the wrong shape).
 func (s *Store) Get(ctx context.Context, id string) (Instance, error) {
@@ -201,6 +208,9 @@ func (s *Store) Apply(ctx context.Context, id string, set map[string]any, kind, 
 		if len(set) > 0 {
 			set["updated_at"] = now
 			res := tx.Model(&Instance{}).Where("id = ?", id).Updates(set)
+			if database.IsUniqueViolation(res.Error) {
+				return apperr.Wrap(apperr.Conflict, res.Error, "the change clashes with another instance (slug or subscription)")
+			}
 			if res.Error != nil {
 				return res.Error
 			}
