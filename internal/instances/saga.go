@@ -154,8 +154,11 @@ func deref(p *string) string {
 	return *p
 }
 
-// errWaitingForRoom makes the job snooze: waiting for a host is not a failed attempt.
-const roomPoll = 30 * time.Second
+// roomPoll is how often a pending instance looks for a host with room again. Snoozing is
+// not a failed attempt, so an instance can wait for room as long as it takes; the check is
+// one indexed query, so a short poll costs little and a customer waits seconds, not
+// minutes, once the operator adds or frees a host.
+const roomPoll = 5 * time.Second
 
 func (s *Service) place(ctx context.Context, in *Instance) (outcome, error) {
 	host, err := s.cfg.Placer.Assign(ctx, in.ID)
