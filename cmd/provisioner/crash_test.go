@@ -26,7 +26,7 @@ var (
 )
 
 // provisionerBinary builds the provisioner once per test run.
-func provisionerBinary(t *testing.T) string {
+func provisionerBinary(t testing.TB) string {
 	t.Helper()
 	binaryOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "provisioner-bin-")
@@ -83,7 +83,7 @@ func (e *e2e) startChild(extra ...string) *child {
 }
 
 // waitKilled waits for the child to die of SIGKILL (its crash hook).
-func (c *child) waitKilled(t *testing.T, timeout time.Duration) {
+func (c *child) waitKilled(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	select {
 	case err := <-c.done:

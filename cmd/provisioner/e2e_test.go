@@ -56,7 +56,7 @@ const e2ePlans = `plans:
 `
 
 type e2e struct {
-	t      *testing.T
+	t      testing.TB
 	world  *sandbox.World
 	stripe *stripetest.Server
 	smtp   *smtptest.Server
@@ -72,7 +72,7 @@ type e2eOptions struct {
 }
 
 // newE2E builds the world and the provisioner's environment; start runs the provisioner.
-func newE2E(t *testing.T, o e2eOptions) *e2e {
+func newE2E(t testing.TB, o e2eOptions) *e2e {
 	t.Helper()
 	if o.dialect == "" {
 		o.dialect = database.SQLite
@@ -117,7 +117,7 @@ func newE2E(t *testing.T, o e2eOptions) *e2e {
 		"PROVISIONER_HEALTH_TIMEOUT":        "5s",
 		"PROVISIONER_JOB_TIMEOUT":           "8s",
 		"PROVISIONER_TEST_FAST_RETRIES":     "true",
-		"PROVISIONER_LOG_LEVEL":             "debug",
+		"PROVISIONER_LOG_LEVEL":             "info",
 	}
 	for _, kv := range world.Env() {
 		k, v, _ := strings.Cut(kv, "=")
@@ -131,7 +131,7 @@ func newE2E(t *testing.T, o e2eOptions) *e2e {
 }
 
 // serveHTTP runs h on a loopback listener for the test's lifetime and returns its URL.
-func serveHTTP(t *testing.T, h http.Handler) string {
+func serveHTTP(t testing.TB, h http.Handler) string {
 	t.Helper()
 	srv := &http.Server{Handler: h}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -263,7 +263,7 @@ func (e *e2e) instance(id string) instanceView {
 }
 
 // waitFor polls cond until it holds, failing the test after timeout with what describe says.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -311,7 +311,7 @@ func (e *e2e) emailsTo(addr string) []smtptest.Message {
 var passwordLine = regexp.MustCompile(`(?m)^\s*(?:Password|Contraseña):\s*(\S+)\s*$`)
 
 // passwordIn returns the password a credentials email carries.
-func passwordIn(t *testing.T, m smtptest.Message) string {
+func passwordIn(t testing.TB, m smtptest.Message) string {
 	t.Helper()
 	match := passwordLine.FindStringSubmatch(m.Text)
 	if match == nil {
@@ -382,6 +382,14 @@ func TestPurchaseBecomesARunningInstance(t *testing.T) {
 			}
 			if strings.Contains(e.logs.String(), password) {
 				t.Error("the owner password was logged")
+			}
+			var report struct {
+				Instances int
+				Findings  []map[string]any
+			}
+			e.mustAPI("GET", "/v1/doctor", e2eAdminKey, nil, http.StatusOK, &report)
+			if report.Instances != 1 || len(report.Findings) != 0 {
+				t.Errorf("doctor after a clean purchase = %+v, want one instance and no drift", report)
 			}
 		})
 	}

@@ -55,7 +55,7 @@ func (w *addrWatcher) Write(p []byte) (int, error) {
 	return w.pw.Write(p)
 }
 
-func start(t *testing.T, env map[string]string) *service {
+func start(t testing.TB, env map[string]string) *service {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &testlog.Buffer{}

@@ -30,6 +30,7 @@ commands:
   hosts      the host inventory: list, add, drain, enable, disable, set
   instances  list, show, suspend, resume, restart, upgrade (one or --all), backup, delete, retry
   doctor     compare the database with the hosts and DNS; --fix repairs the safe drift
+  demo       watch a purchase become a running n8n against in-process fakes (no setup needed)
   help       show this help
 
 Each command takes --help, e.g. provisioner hosts add --help.
@@ -50,6 +51,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve", "migrate":
 	case "hosts", "instances", "doctor":
 		return runOps(ctx, cmd, args[2:], getenv, stdout, stderr)
+	case "demo":
+		return runDemo(ctx, args[2:], getenv, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -118,6 +121,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	api := httpapi.New(httpapi.Config{
 		Instances: instanceStore,
 		Actions:   svc,
+		Doctor:    svc,
 		Hosts:     hostStore,
 		Billing:   bill,
 		Plans:     cfg.Plans,

@@ -157,3 +157,13 @@ func (s *Server) updateHost(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, viewHost(h))
 }
+
+// doctor reports drift without repairing it: repairs are the CLI's `doctor --fix`, run by
+// an operator who reads the report first.
+func (s *Server) doctor(c echo.Context) error {
+	report, err := s.cfg.Doctor.Doctor(c.Request().Context(), false, nil)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, report)
+}

@@ -37,6 +37,11 @@ type InstanceActions interface {
 	Upgrade(ctx context.Context, id, image string) (instances.Instance, error)
 }
 
+// Doctor compares the database with the hosts and DNS (see instances.Service.Doctor).
+type Doctor interface {
+	Doctor(ctx context.Context, fix bool, progress instances.Progress) (instances.Report, error)
+}
+
 // HostStore is what the API reads and writes of the host inventory.
 type HostStore interface {
 	List(ctx context.Context) ([]hosts.Host, error)
@@ -48,6 +53,7 @@ type HostStore interface {
 type Config struct {
 	Instances InstanceStore
 	Actions   InstanceActions
+	Doctor    Doctor
 	Hosts     HostStore
 	// Billing serves webhooks, checkout and billing-portal sessions and the billing events
 	// (nil: those routes answer 503).
