@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Go, gcc and PostgreSQL's binaries: shellcheck
-# and jq from Debian's packages (n8nctl uses jq on the hosts too). Idempotent; as root it
-# installs, otherwise it says what is missing.
+# and jq from Debian's packages (n8nctl uses jq on the hosts too), and stripe-mock with Go.
+# Idempotent; as root it installs, otherwise it says what is missing.
 set -euo pipefail
+
+# stripe-mock, Stripe's own mock of its API (answers from Stripe's fixtures and validates
+# every request against Stripe's OpenAPI spec), for billing's contract tests. v0.180.0
+# serves API version 2023-10-16, the one stripe-go v76 pins. When the Go module proxy is
+# unreachable it is not installed, and only the tests that need it are skipped.
+stripe_mock_version=v0.180.0
+gobin=$(go env GOBIN)
+[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+if ! go version -m "$gobin/stripe-mock" 2>/dev/null | grep -qE "^\s+mod\s+github.com/stripe/stripe-mock\s+$stripe_mock_version\s"; then
+  echo "install-tools: installing stripe-mock $stripe_mock_version" >&2
+  go install "github.com/stripe/stripe-mock@$stripe_mock_version" ||
+    echo "install-tools: stripe-mock could not be installed; billing's stripe-mock contract tests will be skipped" >&2
+fi
 
 missing=()
 for tool in shellcheck jq; do

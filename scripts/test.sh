@@ -14,6 +14,7 @@ work=$(mktemp -d)
 chmod 755 "$work" # the postgres user must reach its data dir inside
 cleanup() {
   [ -d "$work/pg" ] && scripts/postgres.sh stop "$work/pg"
+  [ -n "${stripe_mock_pid:-}" ] && kill "$stripe_mock_pid" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -24,6 +25,31 @@ if [ -z "${PROVISIONER_TEST_POSTGRES_URL:-}" ]; then
   echo "test.sh: a throwaway PostgreSQL started for the tests"
 fi
 export PROVISIONER_TEST_REQUIRE_POSTGRES=1
+
+# stripe-mock for billing's contract tests, on a free loopback port, when it is installed.
+gobin=$(go env GOBIN)
+[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+if [ -z "${PROVISIONER_TEST_STRIPE_MOCK_URL:-}" ] && [ -x "$gobin/stripe-mock" ]; then
+  for _ in $(seq 1 50); do
+    port=$((20000 + RANDOM % 30000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+  done
+  # It also serves HTTPS unless told where: a port of the system's choice, unused.
+  "$gobin/stripe-mock" -http-addr "127.0.0.1:$port" -https-addr 127.0.0.1:0 >"$work/stripe-mock.log" 2>&1 &
+  stripe_mock_pid=$!
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+  if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    cat "$work/stripe-mock.log" >&2
+    echo "test.sh: stripe-mock did not start" >&2
+    exit 1
+  fi
+  export PROVISIONER_TEST_STRIPE_MOCK_URL="http://127.0.0.1:$port"
+  export PROVISIONER_TEST_REQUIRE_STRIPE_MOCK=1
+  echo "test.sh: stripe-mock started for billing's contract tests"
+fi
 export PROVISIONER_TEST_LOG_DIR="$work/logs"
 mkdir -p "$PROVISIONER_TEST_LOG_DIR"
 
@@ -49,6 +75,8 @@ fi
 for d in sqlite postgres; do
   echo "test.sh: $(grep -cE -- "--- PASS: \S+/$d " "$work/test.log") tests passed on $d, $(grep -cE -- "--- SKIP: \S+/$d " "$work/test.log") skipped"
 done
+
+grep -E -- '--- (PASS|SKIP): TestStripeContract/' "$work/test.log" | sed 's/^ */test.sh: Stripe contract: /' || true
 
 echo "test.sh: secrets in logs"
 secrets="$PROVISIONER_TEST_LOG_DIR/secrets.txt"
