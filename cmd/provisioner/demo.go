@@ -399,12 +399,13 @@ func (d *demo) startService(ctx context.Context, stripeURL string) (stop func() 
 	return stop, nil
 }
 
-// registerHosts adds the sandbox's hosts through the operator API, as an operator would.
+// registerHosts adds the sandbox's hosts through the operator API, as an operator would,
+// each with room for every purchase, so that placement is round-robin and never "no room".
 func (d *demo) registerHosts(ctx context.Context) error {
 	var names []string
 	for _, h := range d.world.Hosts() {
 		body := map[string]any{"name": h.Name, "node": h.Node, "vmid": h.VMID, "public_ip": h.PublicIP,
-			"ingress_url": h.IngressURL, "max_instances": 10}
+			"ingress_url": h.IngressURL, "max_instances": max(10, d.opts.purchases)}
 		if _, err := d.call(ctx, "POST", "/v1/hosts", d.adminKey, body, http.StatusCreated, nil); err != nil {
 			return err
 		}
