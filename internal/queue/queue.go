@@ -31,8 +31,10 @@ type Config struct {
 	PeriodicJobs []*river.PeriodicJob
 	// MaxWorkers bounds concurrent jobs (default 50: most jobs wait on hosts and n8n).
 	MaxWorkers int
-	// PollInterval is how often workers look for new jobs when no notification arrives
-	// (SQLite has none); default one second.
+	// PollInterval is how often workers look for new jobs when no notification arrives.
+	// PostgreSQL notifies workers of new jobs, so its default is one second; SQLite has no
+	// notifications, so its default is 250 ms, or a purchase would wait up to a second
+	// between each of its jobs.
 	PollInterval time.Duration
 	// RetryPolicy overrides River's exponential backoff (tests shorten it).
 	RetryPolicy river.ClientRetryPolicy
@@ -61,6 +63,9 @@ type client interface {
 
 // Open returns a queue on db. The caller must have migrated River's tables (Migrate).
 func Open(ctx context.Context, db *database.DB, cfg Config) (*Queue, error) {
+	if cfg.PollInterval == 0 && db.Dialect == database.SQLite {
+		cfg.PollInterval = 250 * time.Millisecond
+	}
 	rc := riverConfig(cfg)
 	switch db.Dialect {
 	case database.Postgres:
