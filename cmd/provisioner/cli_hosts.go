@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 )
 
 var hostCommands = []command{
@@ -14,23 +15,6 @@ var hostCommands = []command{
 	{"enable", "let a host take new instances again", hostStateCommand(hosts.Active)},
 	{"disable", "take a host out of service: no new instances, operator attention", hostStateCommand(hosts.Disabled)},
 	{"set", "change a host's capacity (--max-instances)", (*cli).hostsSet},
-}
-
-// hostJSON is a host as the REST API shows it (GET /v1/hosts).
-type hostJSON struct {
-	Name         string `json:"name"`
-	Node         string `json:"node"`
-	VMID         int    `json:"vmid"`
-	PublicIP     string `json:"public_ip"`
-	IngressURL   string `json:"ingress_url"`
-	MaxInstances int    `json:"max_instances"`
-	State        string `json:"state"`
-	Instances    int    `json:"instances"`
-}
-
-func viewHost(h hosts.Host) hostJSON {
-	return hostJSON{Name: h.Name, Node: h.Node, VMID: h.VMID, PublicIP: h.PublicIP, IngressURL: h.IngressURL,
-		MaxInstances: h.MaxInstances, State: string(h.State), Instances: h.Instances}
 }
 
 func (c *cli) hostsList(path string, args []string) error {
@@ -50,10 +34,10 @@ func (c *cli) hostsList(path string, args []string) error {
 	}
 	if *asJSON {
 		out := struct {
-			Hosts []hostJSON `json:"hosts"`
-		}{Hosts: make([]hostJSON, 0, len(list))}
+			Hosts []httpapi.HostJSON `json:"hosts"`
+		}{Hosts: make([]httpapi.HostJSON, 0, len(list))}
 		for _, h := range list {
-			out.Hosts = append(out.Hosts, viewHost(h))
+			out.Hosts = append(out.Hosts, httpapi.ViewHost(h))
 		}
 		return writeJSON(c.stdout, out)
 	}
@@ -108,7 +92,7 @@ Registers a host VM that runs customer containers. It takes new instances at onc
 		return flagError(path, err)
 	}
 	if *asJSON {
-		return writeJSON(c.stdout, viewHost(added))
+		return writeJSON(c.stdout, httpapi.ViewHost(added))
 	}
 	fmt.Fprintf(c.stdout, "Added host %s (%s/%d, %s, up to %d instances); it takes new instances now.\n",
 		added.Name, added.Node, added.VMID, added.PublicIP, added.MaxInstances)
@@ -160,7 +144,7 @@ func (c *cli) updateHost(path, name string, p hosts.Patch, asJSON bool) error {
 		return flagError(path, err)
 	}
 	if asJSON {
-		return writeJSON(c.stdout, viewHost(h))
+		return writeJSON(c.stdout, httpapi.ViewHost(h))
 	}
 	switch {
 	case p.MaxInstances != nil:

@@ -9,6 +9,7 @@ import (
 
 	"github.com/riverqueue/river/rivertype"
 
+	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
 )
 
@@ -34,43 +35,6 @@ var instanceCommands = []command{
 	{"retry", "provision a failed instance again", actionCommand("retry",
 		"Starts a failed instance's provisioning again from the beginning, keeping its slug and secrets.",
 		(*instances.Service).Retry)},
-}
-
-// instanceJSON is an instance as the REST API shows it (GET /v1/instances/{id}); secrets
-// never appear.
-type instanceJSON struct {
-	ID             string      `json:"id"`
-	ClientID       string      `json:"client_id"`
-	SubscriptionID *string     `json:"subscription_id"`
-	Slug           string      `json:"slug"`
-	URL            string      `json:"url"`
-	Host           *string     `json:"host"`
-	Plan           string      `json:"plan"`
-	Status         string      `json:"status"`
-	Step           string      `json:"step"`
-	CreatedAt      time.Time   `json:"created_at"`
-	UpdatedAt      time.Time   `json:"updated_at"`
-	Timeline       []eventJSON `json:"timeline,omitempty"`
-}
-
-type eventJSON struct {
-	At      time.Time `json:"at"`
-	Kind    string    `json:"kind"`
-	Message string    `json:"message"`
-}
-
-func viewInstance(in instances.Instance) instanceJSON {
-	return instanceJSON{ID: in.ID, ClientID: in.ClientID, SubscriptionID: in.SubscriptionID, Slug: in.Slug,
-		URL: in.URL, Host: in.Host, Plan: in.PlanID, Status: string(in.Status), Step: in.Step,
-		CreatedAt: in.CreatedAt.UTC(), UpdatedAt: in.UpdatedAt.UTC()}
-}
-
-func viewEvents(events []instances.Event) []eventJSON {
-	out := make([]eventJSON, 0, len(events))
-	for _, e := range events {
-		out = append(out, eventJSON{At: e.At.UTC(), Kind: e.Kind, Message: e.Message})
-	}
-	return out
 }
 
 func hostOfInstance(in instances.Instance) string {
@@ -131,11 +95,11 @@ func (c *cli) instancesList(path string, args []string) error {
 	}
 	if *asJSON {
 		out := struct {
-			Instances  []instanceJSON `json:"instances"`
-			NextCursor *string        `json:"next_cursor"`
-		}{Instances: make([]instanceJSON, 0, len(list))}
+			Instances  []httpapi.InstanceJSON `json:"instances"`
+			NextCursor *string                `json:"next_cursor"`
+		}{Instances: make([]httpapi.InstanceJSON, 0, len(list))}
 		for _, in := range list {
-			out.Instances = append(out.Instances, viewInstance(in))
+			out.Instances = append(out.Instances, httpapi.ViewInstance(in))
 		}
 		if next != "" {
 			out.NextCursor = &next
@@ -188,8 +152,8 @@ func (c *cli) instancesShow(path string, args []string) error {
 		return err
 	}
 	if *asJSON {
-		v := viewInstance(in)
-		v.Timeline = viewEvents(events)
+		v := httpapi.ViewInstance(in)
+		v.Timeline = httpapi.ViewTimeline(events)
 		return writeJSON(c.stdout, v)
 	}
 	backups, err := o.instances.Backups(c.ctx, in.ID)
@@ -275,8 +239,8 @@ func (w *jobWatch) check(path string) error {
 
 // actionJSON is what an action command prints with --json.
 type actionJSON struct {
-	Action   string       `json:"action"`
-	Instance instanceJSON `json:"instance"`
+	Action   string               `json:"action"`
+	Instance httpapi.InstanceJSON `json:"instance"`
 	// Job is the job that carries the action; Duplicate says that an identical request
 	// was already queued and this one was folded into it.
 	Job *jobJSON `json:"job"`
@@ -291,9 +255,9 @@ type jobJSON struct {
 }
 
 type outcomeJSON struct {
-	State  string      `json:"state"`
-	Error  string      `json:"error,omitempty"`
-	Events []eventJSON `json:"events"`
+	State  string              `json:"state"`
+	Error  string              `json:"error,omitempty"`
+	Events []httpapi.EventJSON `json:"events"`
 }
 
 // actionCommand returns the command for one of the service's requests on an instance.
@@ -340,7 +304,7 @@ func (c *cli) runAction(path, action, id string, wait, asJSON bool, watch *jobWa
 	if res == nil || res.Job == nil {
 		return fmt.Errorf("%s %s: the request queued no job", path, id)
 	}
-	out := actionJSON{Action: action, Instance: viewInstance(in),
+	out := actionJSON{Action: action, Instance: httpapi.ViewInstance(in),
 		Job: &jobJSON{ID: res.Job.ID, State: string(res.Job.State), Duplicate: res.UniqueSkippedAsDuplicate}}
 	progress := c.stdout
 	if asJSON {
@@ -373,7 +337,7 @@ func (c *cli) runAction(path, action, id string, wait, asJSON bool, watch *jobWa
 	if err != nil {
 		return err
 	}
-	out.Outcome = &outcomeJSON{State: string(row.State), Error: lastJobError(row), Events: viewEvents(events)}
+	out.Outcome = &outcomeJSON{State: string(row.State), Error: lastJobError(row), Events: httpapi.ViewTimeline(events)}
 	failure := ""
 	switch {
 	case row.State != rivertype.JobStateCompleted:

@@ -19,6 +19,7 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/dns/cloudflaretest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/n8n"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/sandbox"
@@ -384,10 +385,10 @@ func TestCLIHostsRoundTrip(t *testing.T) {
 			if !strings.Contains(out, "Added host nuc1") {
 				t.Errorf("add printed %q", out)
 			}
-			var added hostJSON
+			var added httpapi.HostJSON
 			cw.mustJSON(&added, "hosts", "add", "--name", "ovh-box-2", "--node", "ovh", "--vmid", "20002", "--public-ip", "198.51.100.7",
 				"--ingress-url", "https://10.1.0.2:8443", "--max-instances", "40")
-			if want := (hostJSON{Name: "ovh-box-2", Node: "ovh", VMID: 20002, PublicIP: "198.51.100.7", IngressURL: "https://10.1.0.2:8443",
+			if want := (httpapi.HostJSON{Name: "ovh-box-2", Node: "ovh", VMID: 20002, PublicIP: "198.51.100.7", IngressURL: "https://10.1.0.2:8443",
 				MaxInstances: 40, State: "active"}); added != want {
 				t.Errorf("add --json = %+v, want %+v", added, want)
 			}
@@ -411,8 +412,8 @@ func TestCLIHostsRoundTrip(t *testing.T) {
 				t.Errorf("the STATE column is not aligned:\n%s", strings.Join(lines, "\n"))
 			}
 
-			state := func(name string) hostJSON {
-				var list struct{ Hosts []hostJSON }
+			state := func(name string) httpapi.HostJSON {
+				var list struct{ Hosts []httpapi.HostJSON }
 				cw.mustJSON(&list, "hosts", "list")
 				for _, h := range list.Hosts {
 					if h.Name == name {
@@ -420,7 +421,7 @@ func TestCLIHostsRoundTrip(t *testing.T) {
 					}
 				}
 				t.Fatalf("host %s not in the list: %+v", name, list)
-				return hostJSON{}
+				return httpapi.HostJSON{}
 			}
 			if out := cw.must("hosts", "drain", "nuc1"); !strings.Contains(out, "draining") || !strings.Contains(out, "keeps its 1 instance") {
 				t.Errorf("drain printed %q", out)
@@ -428,7 +429,7 @@ func TestCLIHostsRoundTrip(t *testing.T) {
 			if h := state("nuc1"); h.State != "draining" || h.Instances != 1 {
 				t.Errorf("after drain: %+v", h)
 			}
-			var h hostJSON
+			var h httpapi.HostJSON
 			cw.mustJSON(&h, "hosts", "disable", "nuc1")
 			if h.State != "disabled" {
 				t.Errorf("disable --json = %+v", h)
@@ -459,7 +460,7 @@ func TestCLIInstancesListShowAndActions(t *testing.T) {
 			s := cw.addInstance("nuc1", cliImageOld, instances.Suspended)
 
 			type list struct {
-				Instances  []instanceJSON
+				Instances  []httpapi.InstanceJSON
 				NextCursor *string `json:"next_cursor"`
 			}
 			ids := func(l list) string {
@@ -539,7 +540,7 @@ func TestCLIInstancesListShowAndActions(t *testing.T) {
 					t.Errorf("show does not say %q:\n%s", want, show)
 				}
 			}
-			var shown instanceJSON
+			var shown httpapi.InstanceJSON
 			cw.mustJSON(&shown, "instances", "show", a.ID)
 			if shown.ID != a.ID || len(shown.Timeline) != 3 || shown.Timeline[0].Kind != "created" || shown.Timeline[2].Kind != "requested" {
 				t.Errorf("show --json = %+v", shown)

@@ -55,7 +55,7 @@ func (s *Server) listClientInstances(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, viewInstanceList(list, next))
+	return c.JSON(http.StatusOK, ViewInstanceList(list, next))
 }
 
 func (s *Server) getInstance(c echo.Context) error {
@@ -68,8 +68,8 @@ func (s *Server) getInstance(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	view := viewInstance(in)
-	view.Timeline = viewTimeline(events)
+	view := ViewInstance(in)
+	view.Timeline = ViewTimeline(events)
 	return c.JSON(http.StatusOK, view)
 }
 
@@ -87,7 +87,7 @@ func (s *Server) listInstances(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, viewInstanceList(list, next))
+	return c.JSON(http.StatusOK, ViewInstanceList(list, next))
 }
 
 // instanceAction serves an action that takes only the instance id: 202 once it is queued.
@@ -97,7 +97,7 @@ func (s *Server) instanceAction(act func(InstanceActions, context.Context, strin
 		if err != nil {
 			return err
 		}
-		return c.JSON(http.StatusAccepted, viewInstance(in))
+		return c.JSON(http.StatusAccepted, ViewInstance(in))
 	}
 }
 
@@ -112,7 +112,7 @@ func (s *Server) upgradeInstance(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusAccepted, viewInstance(in))
+	return c.JSON(http.StatusAccepted, ViewInstance(in))
 }
 
 func (s *Server) listHosts(c echo.Context) error {
@@ -120,9 +120,9 @@ func (s *Server) listHosts(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := make([]hostJSON, 0, len(list))
+	out := make([]HostJSON, 0, len(list))
 	for _, h := range list {
-		out = append(out, viewHost(h))
+		out = append(out, ViewHost(h))
 	}
 	return c.JSON(http.StatusOK, map[string]any{"hosts": out})
 }
@@ -139,7 +139,7 @@ func (s *Server) addHost(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, viewHost(h))
+	return c.JSON(http.StatusCreated, ViewHost(h))
 }
 
 func (s *Server) updateHost(c echo.Context) error {
@@ -155,7 +155,7 @@ func (s *Server) updateHost(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, viewHost(h))
+	return c.JSON(http.StatusOK, ViewHost(h))
 }
 
 // doctor reports drift without repairing it: repairs are the CLI's `doctor --fix`, run by

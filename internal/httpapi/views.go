@@ -9,8 +9,10 @@ import (
 
 // The JSON shapes of the API. They are explicit types, separate from the stored ones, so
 // that a new column never leaks into a response (sealed secrets live on the same rows).
+// The CLI's --json output uses them too, so scripts see the same field names.
 
-type instanceJSON struct {
+// InstanceJSON is an instance as the API shows it.
+type InstanceJSON struct {
 	ID             string      `json:"id"`
 	ClientID       string      `json:"client_id"`
 	SubscriptionID *string     `json:"subscription_id"`
@@ -22,32 +24,36 @@ type instanceJSON struct {
 	Step           string      `json:"step"`
 	CreatedAt      time.Time   `json:"created_at"`
 	UpdatedAt      time.Time   `json:"updated_at"`
-	Timeline       []eventJSON `json:"timeline,omitempty"`
+	Timeline       []EventJSON `json:"timeline,omitempty"`
 }
 
-type eventJSON struct {
+// EventJSON is one timeline entry.
+type EventJSON struct {
 	At      time.Time `json:"at"`
 	Kind    string    `json:"kind"`
 	Message string    `json:"message"`
 }
 
-type instanceListJSON struct {
-	Instances  []instanceJSON `json:"instances"`
+// InstanceListJSON is one page of instances.
+type InstanceListJSON struct {
+	Instances  []InstanceJSON `json:"instances"`
 	NextCursor *string        `json:"next_cursor"`
 }
 
-func viewInstance(in instances.Instance) instanceJSON {
-	return instanceJSON{
+// ViewInstance returns in as the API shows it, without secrets.
+func ViewInstance(in instances.Instance) InstanceJSON {
+	return InstanceJSON{
 		ID: in.ID, ClientID: in.ClientID, SubscriptionID: in.SubscriptionID, Slug: in.Slug,
 		URL: in.URL, Host: in.Host, Plan: in.PlanID, Status: string(in.Status), Step: in.Step,
 		CreatedAt: in.CreatedAt.UTC(), UpdatedAt: in.UpdatedAt.UTC(),
 	}
 }
 
-func viewInstanceList(list []instances.Instance, next string) instanceListJSON {
-	out := instanceListJSON{Instances: make([]instanceJSON, 0, len(list))}
+// ViewInstanceList returns a page of instances and its next cursor as the API shows them.
+func ViewInstanceList(list []instances.Instance, next string) InstanceListJSON {
+	out := InstanceListJSON{Instances: make([]InstanceJSON, 0, len(list))}
 	for _, in := range list {
-		out.Instances = append(out.Instances, viewInstance(in))
+		out.Instances = append(out.Instances, ViewInstance(in))
 	}
 	if next != "" {
 		out.NextCursor = &next
@@ -55,15 +61,17 @@ func viewInstanceList(list []instances.Instance, next string) instanceListJSON {
 	return out
 }
 
-func viewTimeline(events []instances.Event) []eventJSON {
-	out := make([]eventJSON, 0, len(events))
+// ViewTimeline returns a timeline as the API shows it.
+func ViewTimeline(events []instances.Event) []EventJSON {
+	out := make([]EventJSON, 0, len(events))
 	for _, e := range events {
-		out = append(out, eventJSON{At: e.At.UTC(), Kind: e.Kind, Message: e.Message})
+		out = append(out, EventJSON{At: e.At.UTC(), Kind: e.Kind, Message: e.Message})
 	}
 	return out
 }
 
-type hostJSON struct {
+// HostJSON is a host as the API shows it.
+type HostJSON struct {
 	Name         string `json:"name"`
 	Node         string `json:"node"`
 	VMID         int    `json:"vmid"`
@@ -74,8 +82,9 @@ type hostJSON struct {
 	Instances    int    `json:"instances"`
 }
 
-func viewHost(h hosts.Host) hostJSON {
-	return hostJSON{Name: h.Name, Node: h.Node, VMID: h.VMID, PublicIP: h.PublicIP,
+// ViewHost returns h as the API shows it.
+func ViewHost(h hosts.Host) HostJSON {
+	return HostJSON{Name: h.Name, Node: h.Node, VMID: h.VMID, PublicIP: h.PublicIP,
 		IngressURL: h.IngressURL, MaxInstances: h.MaxInstances, State: string(h.State), Instances: h.Instances}
 }
 
