@@ -122,10 +122,7 @@ func (w *actionWorker) Timeout(*river.Job[ActionArgs]) time.Duration { return w.
 
 func (w *actionWorker) Work(ctx context.Context, job *river.Job[ActionArgs]) error {
 	s := w.s
-	in, err := s.store.Get(ctx, job.Args.InstanceID)
-	if apperr.Is(err, apperr.NotFound) {
-		return river.JobCancel(err)
-	}
+	in, err := s.jobInstance(ctx, job.Args.InstanceID)
 	if err != nil {
 		return err
 	}

@@ -77,10 +77,7 @@ func (w *provisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration { ret
 
 func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
 	s := w.s
-	in, err := s.store.Get(ctx, job.Args.InstanceID)
-	if apperr.Is(err, apperr.NotFound) {
-		return river.JobCancel(err)
-	}
+	in, err := s.jobInstance(ctx, job.Args.InstanceID)
 	if err != nil {
 		return err
 	}
@@ -109,6 +106,16 @@ func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 		}
 	}
 	return nil
+}
+
+// jobInstance loads a job's instance; a job whose instance is gone is cancelled, since no
+// retry can bring it back.
+func (s *Service) jobInstance(ctx context.Context, id string) (Instance, error) {
+	in, err := s.store.Get(ctx, id)
+	if apperr.Is(err, apperr.NotFound) {
+		return in, river.JobCancel(err)
+	}
+	return in, err
 }
 
 func stepsAfter(done string) []string {
