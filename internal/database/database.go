@@ -99,7 +99,8 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 	}
 	if dialect == Postgres {
 		sqlDB.SetMaxOpenConns(20)
-		sqlDB.SetMaxIdleConns(10)
+		// As many idle as open: fewer would close and reopen connections under load.
+		sqlDB.SetMaxIdleConns(20)
 	}
 	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)

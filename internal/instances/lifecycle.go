@@ -103,9 +103,11 @@ func (s *Service) Upgrade(ctx context.Context, id, image string) (Instance, erro
 	return s.request(ctx, ActionArgs{InstanceID: id, Action: ActUpgrade, Image: image}, Active)
 }
 
-// Delete backs up and deletes an instance now (the operator's decision).
+// Delete backs up and deletes an instance now (the operator's decision). A deletion that
+// gave up (a host down for hours) can be asked for again: it resumes where it stopped,
+// without a second final backup.
 func (s *Service) Delete(ctx context.Context, id string) (Instance, error) {
-	return s.request(ctx, ActionArgs{InstanceID: id, Action: ActDelete}, Active, Suspended, Failed)
+	return s.request(ctx, ActionArgs{InstanceID: id, Action: ActDelete}, Active, Suspended, Failed, Deleting)
 }
 
 // Backup takes a backup of an instance's data now.

@@ -46,8 +46,11 @@ func (w *sweepWorker) Work(ctx context.Context, _ *river.Job[SweepArgs]) error {
 	}
 	for _, st := range []Status{Suspended, Failed} {
 		expired, err := s.store.Due(ctx, st, "delete_after", now)
-		if err != nil || len(expired) == 0 {
+		if err != nil {
 			return err
+		}
+		if len(expired) == 0 {
+			continue
 		}
 		if reason := s.billingStalled(ctx); reason != "" {
 			s.alertThrottled(ctx, "deletions-held", "Deletions held: %d instance(s) are due for deletion, but %s; nothing is deleted until billing catches up", len(expired), reason)
