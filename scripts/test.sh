@@ -70,6 +70,7 @@ grep -E '^(ok|FAIL|---|panic:|\s+--- FAIL)|^\s+--- (PASS|SKIP): \S+/(sqlite|post
 if [ "$status" != 0 ]; then
   echo "test.sh: failures; the context of each:" >&2
   grep -B2 -A20 -E -- '--- FAIL' "$work/test.log" | head -400 >&2 || true
+  grep -A40 'WARNING: DATA RACE' "$work/test.log" | head -200 >&2 || true
   exit "$status"
 fi
 for d in sqlite postgres; do

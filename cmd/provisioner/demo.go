@@ -797,14 +797,15 @@ type listenWatcher struct {
 	w    io.Writer
 	mu   sync.Mutex
 	buf  []byte
-	addr chan string // gets one address, then is set to nil
+	addr chan string // gets one address; the field is never reassigned, so reading it races nothing
+	sent bool
 }
 
 func (l *listenWatcher) Write(p []byte) (int, error) {
 	n, err := l.w.Write(p)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.addr == nil {
+	if l.sent {
 		return n, err
 	}
 	l.buf = append(l.buf, p...)
@@ -816,7 +817,7 @@ func (l *listenWatcher) Write(p []byte) (int, error) {
 		var line struct{ Msg, Addr string }
 		if json.Unmarshal(l.buf[:i], &line) == nil && line.Msg == "listening" && line.Addr != "" {
 			l.addr <- line.Addr
-			l.addr, l.buf = nil, nil
+			l.sent, l.buf = true, nil
 			break
 		}
 		l.buf = l.buf[i+1:]
