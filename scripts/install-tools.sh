@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs beyond Go, gcc and PostgreSQL's binaries: shellcheck
-# and jq from Debian's packages (n8nctl uses jq on the hosts too), and stripe-mock with Go.
+# Installs what the test suite needs beyond Go, gcc and PostgreSQL's binaries: shellcheck,
+# jq (n8nctl uses it on the hosts too) and docker-compose (to validate docker-compose.yml;
+# no Docker engine is needed for that) from Debian's packages, and stripe-mock with Go.
 # Idempotent; as root it installs, otherwise it says what is missing.
 set -euo pipefail
 
@@ -18,7 +19,7 @@ if ! go version -m "$gobin/stripe-mock" 2>/dev/null | grep -qE "^\s+mod\s+github
 fi
 
 missing=()
-for tool in shellcheck jq; do
+for tool in shellcheck jq docker-compose; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -53,6 +53,17 @@ fi
 export PROVISIONER_TEST_LOG_DIR="$work/logs"
 mkdir -p "$PROVISIONER_TEST_LOG_DIR"
 
+echo "test.sh: docker-compose.yml"
+compose=$(mktemp -d "$work/compose.XXXX")
+cp docker-compose.yml Dockerfile "$compose/"
+sed 's/^POSTGRES_PASSWORD=$/POSTGRES_PASSWORD=validate-only/' .env.example >"$compose/.env"
+(cd "$compose" && docker-compose config -q)
+# The file must refuse to start without a database password rather than run with none.
+if (cd "$compose" && : >.env && env -u POSTGRES_PASSWORD docker-compose config -q) 2>/dev/null; then
+  echo "docker-compose.yml accepts an empty POSTGRES_PASSWORD" >&2
+  exit 1
+fi
+
 echo "test.sh: gofmt and go vet"
 unformatted=$(gofmt -l cmd internal migrations scripts)
 if [ -n "$unformatted" ]; then

@@ -29,6 +29,7 @@ var instanceCommands = []command{
 	{"backup", "take a backup of an instance's data now", actionCommand("backup",
 		"Takes a backup of an active or suspended instance's data on its host (n8nctl backup: a tar with a manifest and checksum).",
 		(*instances.Service).Backup)},
+	{"restore", "put one of an instance's backups back (--backup ID)", (*cli).instancesRestore},
 	{"delete", "back up, then delete an instance", actionCommand("delete",
 		"Deletes an instance now: a final backup first (kept for the retention period, with the instance's sealed encryption key), then its container and DNS record.",
 		(*instances.Service).Delete)},
@@ -261,6 +262,30 @@ type outcomeJSON struct {
 }
 
 // actionCommand returns the command for one of the service's requests on an instance.
+func (c *cli) instancesRestore(path string, args []string) error {
+	f := newFlags(path, "ID --backup BACKUP_ID [--wait] [--json]", `Puts the data of one of the instance's backups back (see `+"`instances show ID`"+` for
+its backups), on the host that holds the backup, which must be the one the instance runs on.
+n8nctl checks the archive's checksum before it touches anything; an active instance is
+health-checked after.`)
+	backup := f.String("backup", "", "the id of the backup to restore (required)")
+	asJSON := f.Bool("json", false, "print the instance and the job as JSON")
+	wait := f.Bool("wait", false, "follow the job until it ends and print what it did")
+	watch := followFlags(f)
+	pos, help, err := c.parse(f, args, 1, 1, "instance id")
+	if help || err != nil {
+		return err
+	}
+	if *backup == "" {
+		return fmt.Errorf("%s: --backup is required", path)
+	}
+	if err := watch.check(path); err != nil {
+		return err
+	}
+	return c.runAction(path, "restore", pos[0], *wait, *asJSON, watch, "", func(s *instances.Service, id string) (instances.Instance, error) {
+		return s.Restore(c.ctx, id, *backup)
+	})
+}
+
 func actionCommand(name, about string, act func(*instances.Service, context.Context, string) (instances.Instance, error)) func(*cli, string, []string) error {
 	return func(c *cli, path string, args []string) error {
 		f := newFlags(path, "ID [--wait] [--json]", about+`

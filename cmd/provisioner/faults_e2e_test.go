@@ -4,12 +4,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts/proxmoxtest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/n8n/n8ntest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/sandbox"
 )
@@ -274,4 +277,43 @@ func TestCompromisedInstanceIsReplaced(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestRestorePutsABackupBack: a backup taken now, then data changed on the host, then the
+// restore: the data is the backup's again and the instance is healthy.
+func TestRestorePutsABackupBack(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t, e2eOptions{})
+	e.start()
+	e.addHost("nuc", 10)
+	e.purchase("cus_restore", "starter")
+	in := e.waitInstance("cus_restore", "active", 60*time.Second)
+
+	e.mustAPI("POST", "/v1/instances/"+in.ID+"/backup", e2eAdminKey, nil, http.StatusAccepted, nil)
+	e.waitTimeline("cus_restore", "backup", "taken", 30*time.Second)
+	var list struct {
+		Backups []struct{ ID, Host, SHA256 string }
+	}
+	e.mustAPI("GET", "/v1/instances/"+in.ID+"/backups", e2eAdminKey, nil, http.StatusOK, &list)
+	if len(list.Backups) != 1 || list.Backups[0].Host != "nuc" || len(list.Backups[0].SHA256) != 64 {
+		t.Fatalf("backups = %+v", list.Backups)
+	}
+
+	cs, _ := e.world.Containers("nuc")
+	marker := filepath.Join(cs[0].DataDir, "written-after-the-backup")
+	if err := os.WriteFile(marker, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.mustAPI("POST", "/v1/instances/"+in.ID+"/restore", e2eAdminKey, map[string]any{"backup_id": list.Backups[0].ID}, http.StatusAccepted, nil)
+	e.waitTimeline("cus_restore", "restored", "data restored", 30*time.Second)
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Errorf("a file written after the backup survived the restore: %v", err)
+	}
+	if got := e.instance(in.ID); got.Status != "active" {
+		t.Errorf("status after restore = %s", got.Status)
+	}
+	code, body := e.api("POST", "/v1/instances/"+in.ID+"/restore", e2eAdminKey, map[string]any{"backup_id": instances.NewID()})
+	if code != http.StatusNotFound {
+		t.Errorf("restore of an unknown backup = %d %s, want 404", code, body)
+	}
 }

@@ -55,6 +55,9 @@ func (r *recordingActions) Backup(ctx context.Context, id string) (instances.Ins
 func (r *recordingActions) Delete(ctx context.Context, id string) (instances.Instance, error) {
 	return r.act(ctx, "delete", id)
 }
+func (r *recordingActions) Restore(ctx context.Context, id, backupID string) (instances.Instance, error) {
+	return r.act(ctx, "restore "+backupID, id)
+}
 func (r *recordingActions) Upgrade(ctx context.Context, id, image string) (instances.Instance, error) {
 	if !strings.Contains(image, ":") {
 		return instances.Instance{}, apperr.New(apperr.Invalid, "image must be pinned")
@@ -88,6 +91,10 @@ func TestInstanceActionsAPI(t *testing.T) {
 		{"POST", "/v1/instances/" + ids[0] + "/upgrade", adminKey, `{"image":"n8n"}`, http.StatusBadRequest},
 		{"POST", "/v1/instances/" + ids[0] + "/upgrade", adminKey, `{"img":"x"}`, http.StatusBadRequest},
 		{"POST", "/v1/instances/" + ids[0] + "/backup", adminKey, "", http.StatusAccepted},
+		{"POST", "/v1/instances/" + ids[0] + "/restore", adminKey, `{"backup_id":"b1"}`, http.StatusAccepted},
+		{"POST", "/v1/instances/" + ids[0] + "/restore", adminKey, `{"backup":"b1"}`, http.StatusBadRequest},
+		{"GET", "/v1/instances/" + ids[0] + "/backups", adminKey, "", http.StatusOK},
+		{"GET", "/v1/instances/" + ids[0] + "/backups", portalKey, "", http.StatusForbidden},
 		{"POST", "/v1/instances/" + instances.NewID() + "/retry", adminKey, "", http.StatusNotFound},
 		{"DELETE", "/v1/instances/" + ids[0], adminKey, "", http.StatusAccepted},
 		{"DELETE", "/v1/instances/" + ids[0], portalKey, "", http.StatusForbidden},
@@ -106,7 +113,7 @@ func TestInstanceActionsAPI(t *testing.T) {
 			t.Errorf("%s %s = %d %s, want %d", tc.method, tc.path, res.Status, res.Body, tc.want)
 		}
 	}
-	want := []string{"restart " + ids[0], "suspend " + ids[0], "resume " + ids[1], "upgrade docker.n8n.io/n8nio/n8n:2.9.0 " + ids[0], "backup " + ids[0], "delete " + ids[0]}
+	want := []string{"restart " + ids[0], "suspend " + ids[0], "resume " + ids[1], "upgrade docker.n8n.io/n8nio/n8n:2.9.0 " + ids[0], "backup " + ids[0], "restore b1 " + ids[0], "delete " + ids[0]}
 	if got := strings.Join(actions.calls, "\n"); got != strings.Join(want, "\n") {
 		t.Errorf("actions called:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}

@@ -167,3 +167,34 @@ func (s *Server) doctor(c echo.Context) error {
 	}
 	return c.JSON(http.StatusOK, report)
 }
+
+func (s *Server) listBackups(c echo.Context) error {
+	ctx := c.Request().Context()
+	in, err := s.cfg.Instances.Get(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	list, err := s.cfg.Instances.Backups(ctx, in.ID)
+	if err != nil {
+		return err
+	}
+	out := make([]BackupJSON, 0, len(list))
+	for _, b := range list {
+		out = append(out, ViewBackup(b))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"backups": out})
+}
+
+func (s *Server) restoreInstance(c echo.Context) error {
+	var body struct {
+		BackupID string `json:"backup_id"`
+	}
+	if err := decode(c, &body); err != nil {
+		return err
+	}
+	in, err := s.cfg.Actions.Restore(c.Request().Context(), c.Param("id"), body.BackupID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, ViewInstance(in))
+}

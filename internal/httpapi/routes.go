@@ -41,6 +41,8 @@ func (s *Server) routes() {
 	e.POST("/v1/instances/:id/resume", s.instanceAction(InstanceActions.Resume), admin)
 	e.POST("/v1/instances/:id/backup", s.instanceAction(InstanceActions.Backup), admin)
 	e.POST("/v1/instances/:id/upgrade", s.upgradeInstance, admin)
+	e.GET("/v1/instances/:id/backups", s.listBackups, admin)
+	e.POST("/v1/instances/:id/restore", s.restoreInstance, admin)
 	e.DELETE("/v1/instances/:id", s.instanceAction(InstanceActions.Delete), admin)
 	e.GET("/v1/hosts", s.listHosts, admin)
 	e.POST("/v1/hosts", s.addHost, admin)

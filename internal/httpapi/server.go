@@ -23,6 +23,7 @@ type InstanceStore interface {
 	ListByClient(ctx context.Context, clientID string, page instances.Page) ([]instances.Instance, string, error)
 	List(ctx context.Context, f instances.Filter, page instances.Page) ([]instances.Instance, string, error)
 	Timeline(ctx context.Context, id string) ([]instances.Event, error)
+	Backups(ctx context.Context, id string) ([]instances.Backup, error)
 }
 
 // InstanceActions are the actions on an instance; each runs as a durable job and returns
@@ -35,6 +36,7 @@ type InstanceActions interface {
 	Backup(ctx context.Context, id string) (instances.Instance, error)
 	Delete(ctx context.Context, id string) (instances.Instance, error)
 	Upgrade(ctx context.Context, id, image string) (instances.Instance, error)
+	Restore(ctx context.Context, id, backupID string) (instances.Instance, error)
 }
 
 // Doctor compares the database with the hosts and DNS (see instances.Service.Doctor).

@@ -103,3 +103,22 @@ type hostPatchJSON struct {
 	State        *hosts.State `json:"state"`
 	MaxInstances *int         `json:"max_instances"`
 }
+
+// BackupJSON is a backup as the API shows it; the sealed encryption key it keeps is not.
+type BackupJSON struct {
+	ID        string     `json:"id"`
+	Host      string     `json:"host"`
+	Path      string     `json:"path"`
+	SHA256    string     `json:"sha256"`
+	Bytes     int64      `json:"bytes"`
+	N8nImage  string     `json:"n8n_image"`
+	Reason    string     `json:"reason"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+// ViewBackup returns b as the API shows it.
+func ViewBackup(b instances.Backup) BackupJSON {
+	return BackupJSON{ID: b.ID, Host: b.Host, Path: b.Path, SHA256: b.SHA256, Bytes: b.Bytes,
+		N8nImage: b.N8nImage, Reason: b.Reason, CreatedAt: b.CreatedAt.UTC(), ExpiresAt: b.ExpiresAt}
+}

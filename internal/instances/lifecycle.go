@@ -25,6 +25,7 @@ const (
 	ActUpgrade Action = "upgrade"
 	ActDelete  Action = "delete" // final backup, then container, DNS record, status deleted
 	ActBackup  Action = "backup"
+	ActRestore Action = "restore" // BackupID: put a backup's data back, on the instance's host
 )
 
 // Suspension reasons.
@@ -39,6 +40,7 @@ type ActionArgs struct {
 	Action     Action `json:"action" river:"unique"`
 	Reason     string `json:"reason,omitempty" river:"unique"`
 	Image      string `json:"image,omitempty" river:"unique"`
+	BackupID   string `json:"backup_id,omitempty" river:"unique"`
 }
 
 // Kind names the job.
@@ -115,6 +117,29 @@ func (s *Service) Backup(ctx context.Context, id string) (Instance, error) {
 	return s.request(ctx, ActionArgs{InstanceID: id, Action: ActBackup}, Active, Suspended)
 }
 
+// Restore puts the data of one of the instance's backups back (its workflows, credentials
+// and executions as they were), on the host that holds the backup, which must be the one
+// the instance runs on. It returns NotFound for a backup of another instance and Invalid
+// for a backup on another host.
+func (s *Service) Restore(ctx context.Context, id, backupID string) (Instance, error) {
+	b, err := s.store.Backup(ctx, backupID)
+	if err != nil {
+		return Instance{}, err
+	}
+	in, err := s.store.Get(ctx, id)
+	if err != nil {
+		return in, err
+	}
+	switch {
+	case b.InstanceID != in.ID:
+		return in, apperr.New(apperr.NotFound, "backup %s is not one of instance %s's", backupID, id)
+	case in.Host == nil || b.Host != *in.Host:
+		// Backups stay on the host that took them; carrying one to another host is not built yet.
+		return in, apperr.New(apperr.Invalid, "backup %s is on host %s but the instance runs on %s: restore it there, or move the archive by hand", backupID, b.Host, deref(in.Host))
+	}
+	return s.request(ctx, ActionArgs{InstanceID: id, Action: ActRestore, BackupID: backupID}, Active, Suspended)
+}
+
 type actionWorker struct {
 	river.WorkerDefaults[ActionArgs]
 	s *Service
@@ -151,6 +176,8 @@ func (w *actionWorker) Work(ctx context.Context, job *river.Job[ActionArgs]) err
 		err = s.delete(ctx, &in, host)
 	case ActBackup:
 		_, err = s.backup(ctx, &in, host, "manual")
+	case ActRestore:
+		err = s.restore(ctx, &in, host, a.BackupID)
 	default:
 		err = apperr.New(apperr.Invalid, "unknown action %q", a.Action)
 	}
@@ -291,6 +318,24 @@ func (s *Service) backup(ctx context.Context, in *Instance, host Host, reason st
 		return Backup{}, err
 	}
 	return b, s.store.Apply(ctx, in.ID, nil, "backup", fmt.Sprintf("backup %s taken (%d bytes, sha256 %s)", res.Path, res.Bytes, res.SHA256))
+}
+
+func (s *Service) restore(ctx context.Context, in *Instance, host Host, backupID string) error {
+	b, err := s.store.Backup(ctx, backupID)
+	if err != nil {
+		return err
+	}
+	// n8nctl checks the archive's checksum before it touches anything, and leaves the
+	// container running or stopped as it found it.
+	if _, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "restore", in.Slug, map[string]string{"BACKUP": b.Path}); err != nil {
+		return err
+	}
+	if in.Status == Active {
+		if _, err := s.waitHealthy(ctx, in, host); err != nil {
+			return err
+		}
+	}
+	return s.store.Apply(ctx, in.ID, nil, "restored", fmt.Sprintf("data restored from the backup of %s (%s)", b.CreatedAt.UTC().Format(time.RFC3339), b.Path))
 }
 
 func (s *Service) delete(ctx context.Context, in *Instance, host Host) error {

@@ -254,6 +254,19 @@ func (s *Store) FinalBackup(ctx context.Context, instanceID string) (*Backup, er
 	return &list[0], nil
 }
 
+// Backup returns the backup with id, or NotFound.
+func (s *Store) Backup(ctx context.Context, id string) (Backup, error) {
+	var b Backup
+	if !ValidID(id) {
+		return b, apperr.New(apperr.NotFound, "backup not found")
+	}
+	err := s.db.WithContext(ctx).Where("id = ?", id).Take(&b).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return b, apperr.New(apperr.NotFound, "backup not found")
+	}
+	return b, err
+}
+
 // Backups returns an instance's backups, newest first.
 func (s *Store) Backups(ctx context.Context, instanceID string) ([]Backup, error) {
 	var list []Backup
