@@ -253,8 +253,7 @@ func (p *Proxmox) Ping(ctx context.Context, node string, vmid int) error {
 }
 
 // Exec runs argv in VM vmid through the guest agent with stdin as its standard input and
-// waits for it to exit, polling exec-status soon and then less often, up to every
-// PollInterval, for at most ExecTimeout.
+// waits for it to exit, polling exec-status every PollInterval for at most ExecTimeout.
 // A non-zero exit is not an error: it is in the result. stdin travels only in the request
 // body's input-data, so secrets belong there and never in argv; it must be ASCII (see
 // below) and at most ProxmoxMaxInputData bytes.
@@ -305,7 +304,6 @@ func (p *Proxmox) Exec(ctx context.Context, node string, vmid int, argv []string
 
 	var (
 		timer    *time.Timer
-		wait     time.Duration
 		failures int
 	)
 	for {
@@ -321,14 +319,11 @@ func (p *Proxmox) Exec(ctx context.Context, node string, vmid int, argv []string
 		default:
 			return ExecResult{}, p.execTimeout(ctx, err, argv[0], node, vmid)
 		}
-		// Most n8nctl verbs end in well under a second; polling soon and then less often
-		// finds those quickly without asking a long upgrade's status twice a second.
-		wait = min(max(2*wait, p.poll/8), p.poll)
 		if timer == nil {
-			timer = time.NewTimer(wait)
+			timer = time.NewTimer(p.poll)
 			defer timer.Stop()
 		} else {
-			timer.Reset(wait)
+			timer.Reset(p.poll)
 		}
 		select {
 		case <-ctx.Done():
