@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -295,7 +296,7 @@ func (e *e2e) emailsTo(addr string) []smtptest.Message {
 	var out []smtptest.Message
 	seen := map[string]bool{}
 	for _, m := range e.smtp.Messages() {
-		if !contains(m.To, addr) {
+		if !slices.Contains(m.To, addr) {
 			continue
 		}
 		id := m.Header.Get("Message-Id")

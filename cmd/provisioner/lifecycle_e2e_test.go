@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -159,7 +160,7 @@ func (l *lifecycle) waitStatus(id, status string, timeout time.Duration, past ..
 	var v lcView
 	waitFor(l.t, timeout, "instance "+id+" to be "+status, func() bool {
 		v = l.view(id)
-		if contains(past, v.Status) {
+		if slices.Contains(past, v.Status) {
 			l.t.Fatalf("instance is %s, already past %s: the machine is too slow for this test's durations\n%s", v.Status, status, v.kinds())
 		}
 		return v.Status == status

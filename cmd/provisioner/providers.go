@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -136,7 +137,7 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 			return p, envError("PROVISIONER_OPERATOR_EMAIL", errors.New("must be an email address"))
 		}
 	}
-	if p.CrashAfterStep != "" && !contains(instances.Steps, p.CrashAfterStep) {
+	if p.CrashAfterStep != "" && !slices.Contains(instances.Steps, p.CrashAfterStep) {
 		return p, envError("PROVISIONER_TEST_CRASH_AFTER_STEP", fmt.Errorf("must be one of %v", instances.Steps))
 	}
 	if _, err := time.LoadLocation(p.TimeZone); err != nil {
@@ -151,15 +152,6 @@ func parseBool(s string) (bool, error) {
 		return false, errors.New("must be true or false")
 	}
 	return b, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // dnsAdapter returns the Cloudflare adapter, or a stand-in that says what to configure.
