@@ -80,7 +80,7 @@ go test -race -count=1 -v "$@" ./... >"$work/test.log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|---|panic:|\s+--- FAIL)|^\s+--- (PASS|SKIP): \S+/(sqlite|postgres) ' "$work/test.log" || true
 if [ "$status" != 0 ]; then
   echo "test.sh: failures; the context of each:" >&2
-  grep -B2 -A20 -E -- '--- FAIL' "$work/test.log" | head -400 >&2 || true
+  grep -B15 -A20 -E -- '--- FAIL' "$work/test.log" | head -400 >&2 || true
   grep -A40 'WARNING: DATA RACE' "$work/test.log" | head -200 >&2 || true
   exit "$status"
 fi
