@@ -25,7 +25,7 @@ import (
 var (
 	_ instances.Placer   = placer{}
 	_ instances.DNS      = dnsRecords{}
-	_ instances.Agent    = (*hosts.Agent)(nil)
+	_ instances.Agent    = hostAgent{}
 	_ instances.App      = n8nApp{}
 	_ instances.Notifier = notifier{}
 	_ billing.Reconciler = reconciler{}
@@ -115,16 +115,34 @@ func (u unconfigured) Run(context.Context, string, int, string, string, map[stri
 
 // n8nApp reaches customer instances through their host's ingress with the n8n package's
 // own HTTP client, which verifies each instance's certificate against its host name.
-type n8nApp struct {
-	pollInterval time.Duration
-}
+type n8nApp struct{}
 
 func (a n8nApp) client(ingressURL, fqdn string) *n8n.Client {
 	return n8n.New(n8n.Config{IngressURL: ingressURL, Host: fqdn})
 }
 
-func (a n8nApp) WaitReady(ctx context.Context, ingressURL, fqdn string) error {
-	return a.client(ingressURL, fqdn).WaitReady(ctx, a.pollInterval)
+func (a n8nApp) Ready(ctx context.Context, ingressURL, fqdn string) error {
+	return n8nNotYet(a.client(ingressURL, fqdn).CheckReady(ctx))
+}
+
+// n8nNotYet tells the saga that an n8n still starting is on its way, not failing.
+func n8nNotYet(err error) error {
+	if errors.Is(err, n8n.ErrStarting) {
+		return fmt.Errorf("%w: %w", instances.ErrNotYet, err)
+	}
+	return err
+}
+
+// hostAgent runs n8nctl through the guest agent, and tells the saga that an agent not
+// answering (its VM booting) is on its way back rather than failing.
+type hostAgent struct{ agent *hosts.Agent }
+
+func (h hostAgent) Run(ctx context.Context, node string, vmid int, verb, slug string, settings map[string]string) (json.RawMessage, error) {
+	out, err := h.agent.Run(ctx, node, vmid, verb, slug, settings)
+	if hosts.AgentNotRunning(err) {
+		return out, fmt.Errorf("%w: %w", instances.ErrNotYet, err)
+	}
+	return out, err
 }
 
 func (a n8nApp) SetupOwner(ctx context.Context, ingressURL, fqdn string, o instances.Owner, guardUser, guardPassword string) error {
@@ -134,7 +152,7 @@ func (a n8nApp) SetupOwner(ctx context.Context, ingressURL, fqdn string, o insta
 	if errors.Is(err, n8n.ErrOwnerAlreadySetup) {
 		return fmt.Errorf("%w: %w", instances.ErrOwnerAlreadySetup, err)
 	}
-	return err
+	return n8nNotYet(err)
 }
 
 func (a n8nApp) Login(ctx context.Context, ingressURL, fqdn, email, password string) error {

@@ -199,7 +199,7 @@ func (cw *cliWorld) serve() {
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &cliServerLogs{listening: make(chan struct{})}
 	testlog.Keep(cw.t, &logs.buf)
-	env := map[string]string{"PROVISIONER_ADDR": "127.0.0.1:0", "PROVISIONER_TEST_FAST_RETRIES": "true", "PROVISIONER_HEALTH_TIMEOUT": "1s"}
+	env := map[string]string{"PROVISIONER_ADDR": "127.0.0.1:0", "PROVISIONER_HEALTH_TIMEOUT": "1s"}
 	for k, v := range cw.env {
 		env[k] = v
 	}

@@ -9,13 +9,18 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts/proxmoxtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/sandbox"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/testlog"
 )
 
@@ -50,6 +55,8 @@ func provisionerBinary(t testing.TB) string {
 type child struct {
 	cmd  *exec.Cmd
 	done chan error
+	url  string
+	logs *testlog.Buffer
 }
 
 // startChild runs the provisioner binary with e's environment plus extra, and points e at it.
@@ -68,12 +75,13 @@ func (e *e2e) startChild(extra ...string) *child {
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
-	c := &child{cmd: cmd, done: make(chan error, 1)}
+	c := &child{cmd: cmd, done: make(chan error, 1), logs: logs}
 	go func() { c.done <- cmd.Wait(); w.pw.Close() }()
 	e.t.Cleanup(func() { c.cmd.Process.Kill(); <-c.done })
 	select {
 	case addr := <-w.addr:
-		e.url, e.logs = "http://"+addr, logs
+		c.url = "http://" + addr
+		e.url, e.logs = c.url, logs
 	case err := <-c.done:
 		e.t.Fatalf("provisioner exited before listening: %v\n%s", err, logs)
 	case <-time.After(60 * time.Second):
@@ -163,4 +171,74 @@ func TestCrashAfterEachStepResumesToExactlyOneOfEverything(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kill SIGKILLs the child and waits for it to be gone.
+func (c *child) kill(t testing.TB) {
+	t.Helper()
+	c.cmd.Process.Kill()
+	c.waitKilled(t, 30*time.Second)
+}
+
+// hangLaunch makes the host's guest-agent commands never exit, buys an instance and waits
+// until its `n8nctl provision` runs: the moment a crash hurts most.
+func (e *e2e) hangLaunch(h sandbox.Host, client string) {
+	e.t.Helper()
+	e.world.Proxmox.UpdateVM(h.Node, h.VMID, func(vm *proxmoxtest.VM) { vm.Hang = true })
+	e.purchase(client, "starter")
+	waitFor(e.t, 60*time.Second, "n8nctl provision to run on the host", func() bool {
+		for _, x := range e.world.Proxmox.Execs() {
+			if len(x.Argv) > 1 && x.Argv[1] == "provision" {
+				return true
+			}
+		}
+		return false
+	})
+	e.world.Proxmox.UpdateVM(h.Node, h.VMID, func(vm *proxmoxtest.VM) { vm.Hang = false })
+}
+
+// TestCrashDuringLaunchResumesWithinSeconds: SIGKILL while n8nctl provision runs, then a
+// restart on the same database: the job the dead process held is taken over at once
+// (SQLite: at start; PostgreSQL: its lease is gone), not after River's stuck-job rescue.
+func TestCrashDuringLaunchResumesWithinSeconds(t *testing.T) {
+	t.Parallel()
+	for _, d := range dbtest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			e := newE2E(t, e2eOptions{dialect: d})
+			first := e.startChild()
+			h := e.addHost("nuc", 10)
+			e.hangLaunch(h, "cus_launch")
+			first.kill(t)
+
+			e.startChild()
+			e.waitInstance("cus_launch", "active", 15*time.Second)
+			e.assertOneOfEverything("cus_launch", "nuc")
+		})
+	}
+}
+
+// TestReplicaTakesOverADeadOnesJob: two replicas on one PostgreSQL; the one running the
+// saga is SIGKILLed during the launch; the other finishes it within seconds.
+func TestReplicaTakesOverADeadOnesJob(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t, e2eOptions{dialect: database.Postgres})
+	replicas := []*child{e.startChild(), e.startChild()}
+	h := e.addHost("nuc", 10)
+	e.hangLaunch(h, "cus_replica")
+	id := e.instances("cus_replica")[0].ID
+	var holder, survivor *child
+	waitFor(t, 30*time.Second, "the replica running the saga", func() bool {
+		for i, c := range replicas {
+			if strings.Contains(c.logs.String(), `"instance":"`+id+`","step":"dns"`) {
+				holder, survivor = c, replicas[1-i]
+				return true
+			}
+		}
+		return false
+	})
+	holder.kill(t)
+	e.url = survivor.url
+	e.waitInstance("cus_replica", "active", 15*time.Second)
+	e.assertOneOfEverything("cus_replica", "nuc")
 }

@@ -358,14 +358,10 @@ func (d *demo) startService(ctx context.Context, stripeURL string) (stop func() 
 		"PROVISIONER_STRIPE_WEBHOOK_SECRET": d.webhookSecret,
 		"PROVISIONER_STRIPE_API_URL":        stripeURL,
 		"PROVISIONER_PORTAL_URL":            "https://portal.example.com",
-		"PROVISIONER_PROXMOX_POLL_INTERVAL": "20ms",
-		"PROVISIONER_HEALTH_POLL_INTERVAL":  "50ms",
-		"PROVISIONER_HEALTH_TIMEOUT":        d.opts.timeout.String(),
-		"PROVISIONER_JOB_TIMEOUT":           (d.opts.timeout + time.Minute).String(),
-		// Nothing in the sandbox fails on its own; should something retry, the watcher
-		// would rather see it within the second than after River's real backoff.
-		"PROVISIONER_TEST_FAST_RETRIES": "true",
-		"PROVISIONER_LOG_LEVEL":         level,
+		// Everything else is the production default: the demo shows what a customer meets.
+		"PROVISIONER_HEALTH_TIMEOUT": d.opts.timeout.String(),
+		"PROVISIONER_JOB_TIMEOUT":    (d.opts.timeout + time.Minute).String(),
+		"PROVISIONER_LOG_LEVEL":      level,
 	}
 	for _, kv := range d.world.Env() {
 		k, v, _ := strings.Cut(kv, "=")

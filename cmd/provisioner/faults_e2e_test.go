@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts/proxmoxtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/n8n/n8ntest"
@@ -61,27 +62,29 @@ func (e *e2e) assertOneOfEverything(client, host string) {
 }
 
 // TestTransientFaultsAreRetriedThenCompleted injects each outside failure the saga meets
-// and checks the purchase still ends with exactly one of everything once it clears.
+// and checks the purchase still ends with exactly one of everything once it clears. A
+// failure is a failed attempt on the timeline ("retry"); what is on its way (a guest agent
+// that does not answer yet) is waited for ("waiting") without spending one.
 func TestTransientFaultsAreRetriedThenCompleted(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name   string
-		env    map[string]string
-		inject func(e *e2e, h sandbox.Host) // before the purchase
-		during string                       // a retry mentioning this appears while failing
-		clear  func(e *e2e, h sandbox.Host)
+		name       string
+		env        map[string]string
+		inject     func(e *e2e, h sandbox.Host) // before the purchase
+		kind, text string                       // a timeline entry that appears while failing
+		clear      func(e *e2e, h sandbox.Host)
 	}{
 		{
 			name:   "cloudflare rate limit then 500",
 			inject: func(e *e2e, _ sandbox.Host) { e.world.Cloudflare.FailNext(2, 429); e.world.Cloudflare.FailNext(2, 500) },
-			during: "dns",
+			kind:   "retry", text: "DNS: ",
 		},
 		{
 			name: "proxmox guest agent not running",
 			inject: func(e *e2e, h sandbox.Host) {
 				e.world.Proxmox.UpdateVM(h.Node, h.VMID, func(vm *proxmoxtest.VM) { vm.AgentRunning = false })
 			},
-			during: "launched",
+			kind: "waiting", text: "launch: ",
 			clear: func(e *e2e, h sandbox.Host) {
 				e.world.Proxmox.UpdateVM(h.Node, h.VMID, func(vm *proxmoxtest.VM) { vm.AgentRunning = true })
 			},
@@ -92,7 +95,7 @@ func TestTransientFaultsAreRetriedThenCompleted(t *testing.T) {
 			inject: func(e *e2e, h sandbox.Host) {
 				e.world.Proxmox.UpdateVM(h.Node, h.VMID, func(vm *proxmoxtest.VM) { vm.Hang = true })
 			},
-			during: "launched",
+			kind: "retry", text: "launch: ",
 			clear: func(e *e2e, h sandbox.Host) {
 				e.world.Proxmox.UpdateVM(h.Node, h.VMID, func(vm *proxmoxtest.VM) { vm.Hang = false })
 			},
@@ -100,8 +103,8 @@ func TestTransientFaultsAreRetriedThenCompleted(t *testing.T) {
 		{
 			name:   "smtp down",
 			inject: func(e *e2e, _ sandbox.Host) { e.smtp.Down() },
-			during: "emailed",
-			clear:  func(e *e2e, _ sandbox.Host) { e.smtp.Up() },
+			kind:   "retry", text: "credentials email: ",
+			clear: func(e *e2e, _ sandbox.Host) { e.smtp.Up() },
 		},
 	}
 	for _, tt := range tests {
@@ -112,22 +115,67 @@ func TestTransientFaultsAreRetriedThenCompleted(t *testing.T) {
 			h := e.addHost("nuc", 10)
 			tt.inject(e, h)
 			e.purchase("cus_fault", "starter")
-			e.waitTimeline("cus_fault", "retry", "step "+tt.during+" failed", 30*time.Second)
+			e.waitTimeline("cus_fault", tt.kind, tt.text, 60*time.Second)
 			if tt.clear != nil {
 				tt.clear(e, h)
 			}
-			e.waitInstance("cus_fault", "active", 60*time.Second)
+			in := e.waitInstance("cus_fault", "active", 90*time.Second)
 			e.assertOneOfEverything("cus_fault", "nuc")
+			if tt.kind == "waiting" && timelineHas(in, "retry", "") {
+				t.Errorf("waiting for the guest agent spent attempts: %+v", in.Timeline)
+			}
 		})
 	}
 }
 
-// TestNeverReadyIsCompensated: an n8n that never becomes ready exhausts the saga's
-// attempts; the instance is failed with nothing left behind and the operator is told.
+// TestCloudflareOutageCostsSeconds: Cloudflare answers 500 three times. The DNS step backs
+// off 1, 2 and 4 s (jittered), the timeline says when the next try comes, and the
+// instance is active within 10 s of the third failure, on the production retry policy.
+func TestCloudflareOutageCostsSeconds(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t, e2eOptions{})
+	e.start()
+	e.addHost("nuc", 10)
+	e.world.Cloudflare.FailNext(3, 500)
+	e.purchase("cus_cf", "starter")
+	e.waitTimeline("cus_cf", "retry", "(attempt 3)", 60*time.Second)
+	in := e.waitInstance("cus_cf", "active", 10*time.Second)
+	if !timelineHas(in, "retry", "DNS: ") || !timelineHas(in, "retry", "; next try in ") {
+		t.Errorf("the timeline does not say what failed and when the next try comes: %+v", in.Timeline)
+	}
+	e.assertOneOfEverything("cus_cf", "nuc")
+}
+
+// TestRESTRoutesMountingIsWaitedFor: n8n reports ready 3 s before its REST routes stop
+// answering 404, as real n8n does. The owner step waits for them: no failed attempt.
+func TestRESTRoutesMountingIsWaitedFor(t *testing.T) {
+	t.Parallel()
+	for _, d := range dbtest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			e := newE2E(t, e2eOptions{dialect: d, sandbox: sandbox.Config{
+				ConfigureN8n: func(_, _ string, srv *n8ntest.Server) { srv.RESTLag = 3 * time.Second },
+			}})
+			e.start()
+			e.addHost("nuc", 10)
+			e.purchase("cus_lag", "starter")
+			in := e.waitInstance("cus_lag", "active", 60*time.Second)
+			if timelineHas(in, "retry", "") {
+				t.Errorf("failed attempts while the REST routes mounted: %+v", in.Timeline)
+			}
+			if !timelineHas(in, "waiting", "owner setup: ") {
+				t.Errorf("the timeline does not say the owner setup waited: %+v", in.Timeline)
+			}
+		})
+	}
+}
+
+// TestNeverReadyIsCompensated: an n8n that never becomes ready is waited for until the
+// step's deadline (3 s here, 30 min by default); then the instance is failed with nothing left behind and the operator is told.
 func TestNeverReadyIsCompensated(t *testing.T) {
 	t.Parallel()
 	e := newE2E(t, e2eOptions{
-		env:     map[string]string{"PROVISIONER_HEALTH_TIMEOUT": "300ms", "PROVISIONER_JOB_TIMEOUT": "5s"},
+		env:     map[string]string{"PROVISIONER_STEP_DEADLINE": "3s"},
 		sandbox: sandbox.Config{ConfigureN8n: func(_, _ string, srv *n8ntest.Server) { srv.SetReady(false) }},
 	})
 	e.start()

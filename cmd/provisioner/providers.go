@@ -11,9 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/riverqueue/river"
-	"github.com/riverqueue/river/rivertype"
-
 	"github.com/n8n-provisioner/n8n-provisioner/internal/dns"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
@@ -31,11 +28,15 @@ type providers struct {
 
 	HealthTimeout time.Duration
 	JobTimeout    time.Duration
-	SMTPURL       string
-	MailFrom      string
-	OperatorEmail string
-	TimeZone      string
-	SweepInterval time.Duration
+	// StepDeadline and StepAlertAfter: how long a saga step or an action may stay blocked
+	// before it is given up, and before the operator is told.
+	StepDeadline   time.Duration
+	StepAlertAfter time.Duration
+	SMTPURL        string
+	MailFrom       string
+	OperatorEmail  string
+	TimeZone       string
+	SweepInterval  time.Duration
 	// DoctorInterval, ProxmoxPoll and HealthPoll tune how often the doctor runs, the
 	// guest agent's exec status is polled and n8n's readiness is asked.
 	DoctorInterval time.Duration
@@ -43,36 +44,15 @@ type providers struct {
 	ProxmoxExec    time.Duration // bounds one n8nctl run on a host
 	HealthPoll     time.Duration
 
-	// Test hooks, documented as such: the crash-safety tests stop the process after a saga
-	// step, and the end-to-end tests shorten job retries.
+	// CrashAfterStep is the crash-safety tests' hook: it kills the process right after a
+	// saga step is stored. It changes nothing before the kill.
 	CrashAfterStep string
-	FastRetries    bool
 }
 
-// fastRetry retries a failed job after 100 ms, and jobs left running by a killed process
-// are rescued after a few seconds: the end-to-end and crash tests would otherwise wait
-// River's real backoff and its hour-long rescue delay.
-type fastRetry struct{}
-
-func (fastRetry) NextRetry(*rivertype.JobRow) time.Time {
-	return time.Now().Add(100 * time.Millisecond)
-}
-
-func (p providers) retryPolicy() river.ClientRetryPolicy {
-	if p.FastRetries {
-		return fastRetry{}
-	}
-	return nil
-}
-
-// rescueAfter is how long a job may look running before River presumes its process dead:
-// just past the longest a live run may take.
-func (p providers) rescueAfter() time.Duration {
-	if p.FastRetries {
-		return p.JobTimeout + time.Second
-	}
-	return p.JobTimeout + time.Minute
-}
+// rescueAfter is how long a job may look running in a live process before River presumes
+// it hung: just past the longest a live run may take. A dead process's jobs are taken over
+// within seconds through its lease (package queue), not by this.
+func (p providers) rescueAfter() time.Duration { return p.JobTimeout + time.Minute }
 
 func loadProviders(getenv func(string) string, c config) (providers, error) {
 	env := func(name, def string) string {
@@ -106,9 +86,6 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 	if p.ProxmoxInsecureTLS, err = parseBool(env("PROVISIONER_PROXMOX_INSECURE_TLS", "false")); err != nil {
 		return p, envError("PROVISIONER_PROXMOX_INSECURE_TLS", err)
 	}
-	if p.FastRetries, err = parseBool(env("PROVISIONER_TEST_FAST_RETRIES", "false")); err != nil {
-		return p, envError("PROVISIONER_TEST_FAST_RETRIES", err)
-	}
 	if p.HealthTimeout, err = time.ParseDuration(env("PROVISIONER_HEALTH_TIMEOUT", "3m")); err != nil || p.HealthTimeout <= 0 {
 		return p, envError("PROVISIONER_HEALTH_TIMEOUT", errors.New("must be a positive duration such as 3m"))
 	}
@@ -120,7 +97,9 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 		{"PROVISIONER_DOCTOR_INTERVAL", "1h", &p.DoctorInterval},
 		{"PROVISIONER_PROXMOX_POLL_INTERVAL", "500ms", &p.ProxmoxPoll},
 		{"PROVISIONER_PROXMOX_EXEC_TIMEOUT", "10m", &p.ProxmoxExec},
-		{"PROVISIONER_HEALTH_POLL_INTERVAL", "1s", &p.HealthPoll},
+		{"PROVISIONER_HEALTH_POLL_INTERVAL", "250ms", &p.HealthPoll},
+		{"PROVISIONER_STEP_DEADLINE", "30m", &p.StepDeadline},
+		{"PROVISIONER_STEP_ALERT_AFTER", "3m", &p.StepAlertAfter},
 	} {
 		if *d.dst, err = time.ParseDuration(env(d.name, d.def)); err != nil || *d.dst <= 0 {
 			return p, envError(d.name, errors.New("must be a positive duration such as "+d.def))
@@ -184,7 +163,7 @@ func (p providers) agent() (instances.Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("PROVISIONER_HOST_AGENT_PATH: %w", err)
 	}
-	return agent, nil
+	return hostAgent{agent}, nil
 }
 
 // mailSender returns the SMTP sender, or the file outbox in the data dir when no SMTP

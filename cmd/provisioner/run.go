@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,8 +97,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	hostStore := hosts.NewStore(db.Gorm, nil)
 	instanceStore := instances.NewStore(db.Gorm, nil)
 	workers := river.NewWorkers()
-	q, err := queue.Open(ctx, db, queue.Config{Workers: workers, Logger: log,
-		RetryPolicy: cfg.Providers.retryPolicy(), RescueAfter: cfg.Providers.rescueAfter()})
+	q, err := queue.Open(ctx, db, queue.Config{Workers: workers, Logger: log, RescueAfter: cfg.Providers.rescueAfter()})
 	if err != nil {
 		return err
 	}
@@ -154,6 +155,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 
 	select {
 	case err = <-errc:
+	case err = <-q.Lost(): // its jobs are being taken over: exit, and let the supervisor restart us
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")
@@ -186,13 +188,30 @@ func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store
 	return instances.NewService(instances.Config{
 		Store: store, Keys: keys, Queue: q, Plans: cfg.Plans,
 		Placer: placer{hostStore}, DNS: dnsAdapter, Agent: agent,
-		App:      n8nApp{pollInterval: p.HealthPoll},
+		App:      n8nApp{},
 		Notifier: notifier{mail: mailSender, operator: p.OperatorEmail, portalURL: cfg.Billing.PortalURL, log: log},
 		Billing:  billingHealth{db.Gorm},
 
 		BaseDomain: cfg.BaseDomain, HealthTimeout: p.HealthTimeout, JobTimeout: p.JobTimeout, TimeZone: p.TimeZone,
+		StepDeadline: p.StepDeadline, AlertAfter: p.StepAlertAfter, PollInterval: p.HealthPoll,
 		Retention:     cfg.Billing.Policy.Retention,
 		SweepInterval: p.SweepInterval, DoctorInterval: p.DoctorInterval,
-		Logger: log, CrashAfterStep: p.CrashAfterStep,
+		Logger: log, AfterStep: crashAfter(p.CrashAfterStep, log),
 	}), nil
+}
+
+// crashAfter returns the crash-safety tests' hook: SIGKILL the process right after step
+// is stored, so that a real process dies at each step in turn. nil when step is empty.
+func crashAfter(step string, log *slog.Logger) func(string) {
+	if step == "" {
+		return nil
+	}
+	return func(done string) {
+		if done != step {
+			return
+		}
+		log.Warn("crash hook: killing the process after step", "step", step)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {} // the signal arrives asynchronously; never go on to the next step
+	}
 }

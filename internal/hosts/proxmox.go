@@ -556,3 +556,11 @@ func (n *pveInt64) UnmarshalJSON(b []byte) error {
 	*n = pveInt64(v)
 	return nil
 }
+
+// AgentNotRunning reports whether err is PVE saying the VM's QEMU guest agent does not
+// answer: a VM that is booting, or whose agent restarts, is on its way back, so a caller
+// waits for it rather than counting a failure.
+func AgentNotRunning(err error) bool {
+	var e *ProxmoxAPIError
+	return errors.As(err, &e) && strings.Contains(e.Message, "guest agent is not running")
+}

@@ -62,8 +62,13 @@ type Instance struct {
 	SuspendAt           *time.Time
 	DeleteAfter         *time.Time
 	EmailedAt           *time.Time
-	CreatedAt           time.Time
-	UpdatedAt           time.Time
+	// The saga's retry state for the step after Step: failed attempts, since when the
+	// step has been failing or waiting, and whether the operator was told.
+	StepAttempts     int
+	StepBlockedSince *time.Time
+	StepAlerted      bool
+	CreatedAt        time.Time
+	UpdatedAt        time.Time
 }
 
 // TableName tells gorm the table.

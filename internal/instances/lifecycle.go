@@ -12,6 +12,7 @@ import (
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/queue"
 )
 
 // Action is a lifecycle operation on a running (or suspended) instance.
@@ -46,7 +47,9 @@ type ActionArgs struct {
 // Kind names the job.
 func (ActionArgs) Kind() string { return "instance_action" }
 
-const actionAttempts = 8
+// actionAttempts is only a backstop: an action is given up when it has been failing for
+// longer than the step deadline, on the short, capped backoff (NextRetry).
+const actionAttempts = 1000
 
 func (s *Service) enqueue(ctx context.Context, args ActionArgs) error {
 	_, err := s.cfg.Queue.Insert(ctx, args, &river.InsertOpts{MaxAttempts: actionAttempts, UniqueOpts: uniqueWhileQueued})
@@ -147,6 +150,12 @@ type actionWorker struct {
 
 func (w *actionWorker) Timeout(*river.Job[ActionArgs]) time.Duration { return w.s.cfg.JobTimeout }
 
+// NextRetry puts a failed action on the short, capped backoff: a customer who paid again
+// waits seconds for the resume, not River's attempt⁴ minutes.
+func (w *actionWorker) NextRetry(job *river.Job[ActionArgs]) time.Time {
+	return w.s.now().Add(queue.Backoff(job.Attempt))
+}
+
 func (w *actionWorker) Work(ctx context.Context, job *river.Job[ActionArgs]) error {
 	s := w.s
 	in, err := s.jobInstance(ctx, job.Args.InstanceID)
@@ -188,12 +197,26 @@ func (w *actionWorker) Work(ctx context.Context, job *river.Job[ActionArgs]) err
 	if errors.As(err, &snooze) {
 		return err
 	}
-	if apperr.Is(err, apperr.Invalid) || job.Attempt >= job.MaxAttempts {
+	return s.actionFailed(ctx, job, &in, err)
+}
+
+// actionFailed retries a failed action on the capped backoff until the step deadline,
+// counted from when the action was asked for, and then gives up and tells the operator.
+func (s *Service) actionFailed(ctx context.Context, job *river.Job[ActionArgs], in *Instance, err error) error {
+	a := job.Args
+	failingFor := s.now().Sub(job.CreatedAt)
+	if apperr.Is(err, apperr.Invalid) || failingFor >= s.cfg.StepDeadline || job.Attempt >= job.MaxAttempts {
 		s.store.Apply(ctx, in.ID, nil, "action_failed", fmt.Sprintf("%s failed: %s", a.Action, apperr.Message(err)))
-		s.alert(ctx, "Action failed: %s of instance %s (%s) gave up: %s", a.Action, in.ID, in.Slug, err.Error())
+		s.alert(ctx, "Action failed: %s of instance %s (%s) gave up after %d attempts over %s: %s",
+			a.Action, in.ID, in.Slug, job.Attempt, failingFor.Round(time.Second), err.Error())
 		return river.JobCancel(err)
 	}
-	s.store.Apply(ctx, in.ID, nil, "retry", fmt.Sprintf("%s failed (attempt %d of %d): %s; retrying", a.Action, job.Attempt, job.MaxAttempts, apperr.Message(err)))
+	if failingFor >= s.cfg.AlertAfter {
+		s.alertThrottled(ctx, fmt.Sprintf("action-%d", job.ID), "Action stuck: %s of instance %s (%s) has been failing for %s (attempt %d): %s",
+			a.Action, in.ID, in.Slug, failingFor.Round(time.Second), job.Attempt, apperr.Message(err))
+	}
+	s.store.Apply(ctx, in.ID, nil, "retry", fmt.Sprintf("%s: %s; next try in ~%s (attempt %d)",
+		a.Action, apperr.Message(err), roundDelay(queue.Backoff(job.Attempt)), job.Attempt))
 	return err
 }
 
@@ -224,7 +247,7 @@ func (s *Service) resume(ctx context.Context, in *Instance, host Host, by string
 	if _, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "resume", in.Slug, nil); err != nil {
 		return err
 	}
-	if _, err := s.waitHealthy(ctx, in, host); err != nil {
+	if err := s.waitHealthy(ctx, in, host); err != nil {
 		return err
 	}
 	if err := s.notify(ctx, in, Notice{Kind: NoticeResumed, Key: fmt.Sprintf("%s-resumed-%d", in.ID, jobID)}); err != nil {
@@ -241,7 +264,7 @@ func (s *Service) restart(ctx context.Context, in *Instance, host Host) error {
 	if _, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "restart", in.Slug, nil); err != nil {
 		return err
 	}
-	if _, err := s.waitHealthy(ctx, in, host); err != nil {
+	if err := s.waitHealthy(ctx, in, host); err != nil {
 		return err
 	}
 	return s.store.Apply(ctx, in.ID, nil, "restarted", "restarted and healthy")
@@ -331,7 +354,7 @@ func (s *Service) restore(ctx context.Context, in *Instance, host Host, backupID
 		return err
 	}
 	if in.Status == Active {
-		if _, err := s.waitHealthy(ctx, in, host); err != nil {
+		if err := s.waitHealthy(ctx, in, host); err != nil {
 			return err
 		}
 	}
@@ -378,6 +401,24 @@ func (s *Service) delete(ctx context.Context, in *Instance, host Host) error {
 	}
 	return s.store.Apply(ctx, in.ID, map[string]any{"status": Deleted, "delete_after": nil}, "deleted",
 		fmt.Sprintf("deleted; the final backup is kept until %s", kept.Format(time.DateOnly)))
+}
+
+// waitHealthy waits up to the health timeout for n8n's readiness after a lifecycle action
+// (resume, restart, restore) started it again.
+func (s *Service) waitHealthy(ctx context.Context, in *Instance, host Host) error {
+	until := s.now().Add(s.cfg.HealthTimeout)
+	for {
+		err := s.cfg.App.Ready(ctx, host.IngressURL, s.fqdn(in))
+		switch {
+		case !errors.Is(err, ErrNotYet):
+			return err
+		case !s.now().Before(until):
+			return apperr.Wrap(apperr.Unavailable, err, "n8n did not become ready within %s", s.cfg.HealthTimeout)
+		}
+		if err := s.cfg.Sleep(ctx, s.cfg.PollInterval); err != nil {
+			return err
+		}
+	}
 }
 
 // notify sends a lifecycle email to the instance's client.

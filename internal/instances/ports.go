@@ -47,11 +47,17 @@ type DNS interface {
 }
 
 // Agent runs n8nctl on a host VM: `n8nctl <verb> <slug>` with settings on stdin. It
-// returns the JSON object n8nctl printed; an apperr.Invalid error is permanent, any other
+// returns the JSON object n8nctl printed; an apperr.Invalid error is permanent, one for
+// which errors.Is(err, ErrNotYet) means the guest agent is not answering yet, any other
 // kind may succeed on a retry.
 type Agent interface {
 	Run(ctx context.Context, node string, vmid int, verb, slug string, settings map[string]string) (json.RawMessage, error)
 }
+
+// ErrNotYet marks an adapter error meaning "what you need is on its way": n8n still
+// starting or mounting its REST routes, a guest agent not answering while its VM boots.
+// The saga asks again within the step instead of spending an attempt.
+var ErrNotYet = errors.New("not there yet")
 
 // Owner is the n8n owner account the provisioner creates for the customer.
 type Owner struct {
@@ -61,9 +67,12 @@ type Owner struct {
 // App talks to one customer n8n through its host's ingress (ingressURL, with fqdn as the
 // Host header), and knows n8n's rules for the secrets it needs.
 type App interface {
-	WaitReady(ctx context.Context, ingressURL, fqdn string) error
+	// Ready asks n8n's readiness once: nil when ready, an error for which
+	// errors.Is(err, ErrNotYet) while it is starting.
+	Ready(ctx context.Context, ingressURL, fqdn string) error
 	// SetupOwner creates the owner, sending the ingress guard's credential. It returns an
-	// error for which errors.Is(err, ErrOwnerAlreadySetup) when n8n has an owner already.
+	// error for which errors.Is(err, ErrOwnerAlreadySetup) when n8n has an owner already,
+	// and one for which errors.Is(err, ErrNotYet) while n8n's REST routes are not mounted.
 	SetupOwner(ctx context.Context, ingressURL, fqdn string, owner Owner, guardUser, guardPassword string) error
 	// Login checks that email and password open the instance (apperr.Unauthorized if not).
 	Login(ctx context.Context, ingressURL, fqdn, email, password string) error

@@ -5,15 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/queue"
 )
 
 // ProvisionArgs is the provisioning saga's job: one per instance at a time.
@@ -24,9 +23,9 @@ type ProvisionArgs struct {
 // Kind names the job.
 func (ProvisionArgs) Kind() string { return "instance_provision" }
 
-// provisionAttempts bounds the retries of one saga run; River's backoff (attempt⁴ seconds)
-// spreads ten attempts over about three hours before the instance is compensated.
-const provisionAttempts = 10
+// provisionAttempts bounds the job's plain errors only (the database failing under it):
+// a failing step snoozes the job on the step's own policy and spends none of these.
+const provisionAttempts = 25
 
 // uniqueWhileQueued makes a job unique among the jobs not yet finished, so enqueuing the
 // same work twice is a no-op while it is pending, but possible again once it has ended.
@@ -58,8 +57,33 @@ const (
 	stepEmailed      = "emailed"
 )
 
+// step is one stored step of the saga: its name in the step column, what the timeline
+// calls it, and what it does. host is the instance's host (zero before placement).
+type step struct {
+	name  string
+	title string
+	run   func(s *Service, ctx context.Context, in *Instance, host Host) (outcome, error)
+}
+
+var saga = []step{
+	{stepPlaced, "placement", (*Service).place},
+	{stepDNS, "DNS", (*Service).upsertDNS},
+	{stepLaunched, "launch", (*Service).launch},
+	{stepCapsVerified, "resource caps", (*Service).verifyCaps},
+	{stepHealthy, "readiness", (*Service).checkReady},
+	{stepOwner, "owner setup", (*Service).setupOwner},
+	{stepActive, "activation", (*Service).activate},
+	{stepEmailed, "credentials email", (*Service).emailCredentials},
+}
+
 // Steps lists the provisioning steps in order, as the instance's step field reports them.
-var Steps = []string{stepPlaced, stepDNS, stepLaunched, stepCapsVerified, stepHealthy, stepOwner, stepActive, stepEmailed}
+var Steps = func() []string {
+	names := make([]string, len(saga))
+	for i, st := range saga {
+		names[i] = st.name
+	}
+	return names
+}()
 
 // outcome is what a step did: columns to store with the step and a timeline message.
 type outcome struct {
@@ -72,8 +96,13 @@ type provisionWorker struct {
 	s *Service
 }
 
-// Timeout bounds a saga run; River rescues a run left behind by a crash after it.
+// Timeout bounds a saga run. A step that waits longer snoozes and goes on in a new run.
 func (w *provisionWorker) Timeout(*river.Job[ProvisionArgs]) time.Duration { return w.s.cfg.JobTimeout }
+
+// NextRetry keeps the job's own errors (a database blip) on the short, capped backoff.
+func (w *provisionWorker) NextRetry(job *river.Job[ProvisionArgs]) time.Time {
+	return w.s.now().Add(queue.Backoff(job.Attempt))
+}
 
 func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
 	s := w.s
@@ -87,24 +116,35 @@ func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	if in.Status != Pending && in.Status != Provisioning && !(in.Status == Active && in.EmailedAt == nil) {
 		return nil // done, failed, or taken over by the lifecycle jobs
 	}
-	for _, name := range stepsAfter(in.Step) {
-		out, err := s.runStep(ctx, name, &in)
+	for _, st := range stepsAfter(in.Step) {
+		out, err := s.attempt(ctx, st, &in)
 		if err != nil {
-			return s.stepFailed(ctx, job, &in, name, err)
+			return s.stepFailed(ctx, &in, st, err)
 		}
-		if out.set == nil {
-			out.set = map[string]any{}
-		}
-		out.set["step"] = name
-		if err := s.store.Apply(ctx, in.ID, out.set, "step", out.message); err != nil {
+		if err := s.stepDone(ctx, &in, st, out); err != nil {
 			return err
 		}
-		s.log.Info("provisioning step done", "instance", in.ID, "step", name, "attempt", job.Attempt)
-		s.crashHook(name)
+		if s.cfg.AfterStep != nil {
+			s.cfg.AfterStep(st.name)
+		}
 		if in, err = s.store.Get(ctx, in.ID); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// stepDone stores the step with its outcome and clears its retry state.
+func (s *Service) stepDone(ctx context.Context, in *Instance, st step, out outcome) error {
+	if out.set == nil {
+		out.set = map[string]any{}
+	}
+	out.set["step"] = st.name
+	out.set["step_attempts"], out.set["step_blocked_since"], out.set["step_alerted"] = 0, nil, false
+	if err := s.store.Apply(ctx, in.ID, out.set, "step", out.message); err != nil {
+		return err
+	}
+	s.log.Info("provisioning step done", "instance", in.ID, "step", st.name, "attempts", in.StepAttempts+1)
 	return nil
 }
 
@@ -118,40 +158,55 @@ func (s *Service) jobInstance(ctx context.Context, id string) (Instance, error) 
 	return in, err
 }
 
-func stepsAfter(done string) []string {
-	for i, name := range Steps {
-		if name == done {
-			return Steps[i+1:]
+func stepsAfter(done string) []step {
+	for i, st := range saga {
+		if st.name == done {
+			return saga[i+1:]
 		}
 	}
-	return Steps
+	return saga
 }
 
-func (s *Service) runStep(ctx context.Context, name string, in *Instance) (outcome, error) {
-	if name == stepPlaced {
-		return s.place(ctx, in)
+// runMargin is what a run keeps of its timeout to store its state before it ends.
+const runMargin = 5 * time.Second
+
+// attempt runs one attempt of st. While the step reports that what it needs is on its
+// way (ErrNotYet: n8n starting, its REST routes mounting, a guest agent coming back), it
+// asks again every poll interval, spending no attempt, until the step's deadline; a run
+// about to time out snoozes and the next run waits on.
+func (s *Service) attempt(ctx context.Context, st step, in *Instance) (outcome, error) {
+	var waitingFor string
+	for {
+		host, err := s.hostOf(ctx, in)
+		if err != nil {
+			return outcome{}, err
+		}
+		out, err := st.run(s, ctx, in, host)
+		if !errors.Is(err, ErrNotYet) {
+			return out, err
+		}
+		since, berr := s.blocked(ctx, in, st, err)
+		switch {
+		case berr != nil:
+			return outcome{}, berr
+		case s.now().Sub(since) >= s.cfg.StepDeadline:
+			return outcome{}, err // stepFailed gives up
+		case runEndsWithin(ctx, s.cfg.PollInterval+runMargin):
+			return outcome{}, river.JobSnooze(0)
+		}
+		if why := apperr.Message(err); why != waitingFor {
+			waitingFor = why
+			s.store.Apply(ctx, in.ID, nil, "waiting", st.title+": "+why+"; waiting")
+		}
+		if err := s.cfg.Sleep(ctx, s.cfg.PollInterval); err != nil {
+			return outcome{}, err
+		}
 	}
-	host, err := s.cfg.Placer.Host(ctx, deref(in.Host))
-	if err != nil {
-		return outcome{}, err
-	}
-	switch name {
-	case stepDNS:
-		return s.upsertDNS(ctx, in, host)
-	case stepLaunched:
-		return s.launch(ctx, in, host)
-	case stepCapsVerified:
-		return s.verifyCaps(ctx, in, host)
-	case stepHealthy:
-		return s.waitHealthy(ctx, in, host)
-	case stepOwner:
-		return s.setupOwner(ctx, in, host)
-	case stepActive:
-		return outcome{set: map[string]any{"status": Active}, message: "your n8n is ready at " + in.URL}, nil
-	case stepEmailed:
-		return s.emailCredentials(ctx, in)
-	}
-	return outcome{}, fmt.Errorf("unknown saga step %q", name)
+}
+
+func runEndsWithin(ctx context.Context, d time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return ok && time.Until(deadline) < d
 }
 
 func deref(p *string) string {
@@ -161,13 +216,82 @@ func deref(p *string) string {
 	return *p
 }
 
+// hostOf returns the instance's host, or the zero Host before placement.
+func (s *Service) hostOf(ctx context.Context, in *Instance) (Host, error) {
+	if in.Host == nil {
+		return Host{}, nil
+	}
+	return s.cfg.Placer.Host(ctx, *in.Host)
+}
+
+// blocked records that in's step is blocked (failing or waiting) and returns since when;
+// past the alert threshold it tells the operator, once per step.
+func (s *Service) blocked(ctx context.Context, in *Instance, st step, cause error) (time.Time, error) {
+	now := s.now()
+	set := map[string]any{}
+	if in.StepBlockedSince == nil {
+		in.StepBlockedSince = &now
+		set["step_blocked_since"] = now
+	}
+	since := *in.StepBlockedSince
+	if !in.StepAlerted && now.Sub(since) >= s.cfg.AlertAfter {
+		in.StepAlerted, set["step_alerted"] = true, true
+		s.alert(ctx, "Provisioning stuck: instance %s (%s) of client %s has been blocked at step %s for %s (%d failed attempts): %s; it is compensated if still blocked at %s",
+			in.ID, in.Slug, in.ClientID, st.title, now.Sub(since).Round(time.Second), in.StepAttempts, apperr.Message(cause),
+			since.Add(s.cfg.StepDeadline).Format(time.RFC3339))
+	}
+	if len(set) == 0 {
+		return since, nil
+	}
+	return since, s.store.Apply(ctx, in.ID, set, "", "")
+}
+
+// stepFailed decides what a failed attempt means: try again after a short backoff while
+// the step's deadline allows, or give up and clean up.
+func (s *Service) stepFailed(ctx context.Context, in *Instance, st step, err error) error {
+	var snooze *river.JobSnoozeError
+	if errors.As(err, &snooze) {
+		return err
+	}
+	if errors.Is(err, errCompromised) {
+		return s.replaceCompromised(ctx, in)
+	}
+	since, berr := s.blocked(ctx, in, st, err)
+	if berr != nil {
+		return berr
+	}
+	attempts := in.StepAttempts + 1
+	left := since.Add(s.cfg.StepDeadline).Sub(s.now())
+	if apperr.Is(err, apperr.Invalid) || left <= 0 {
+		reason := fmt.Sprintf("step %s failed: %s", st.name, apperr.Message(err))
+		s.compensate(ctx, in, reason, true)
+		s.alert(ctx, "Provisioning failed: instance %s (%s) of client %s gave up at step %s after %d attempts over %s: %s",
+			in.ID, in.Slug, in.ClientID, st.name, attempts, s.now().Sub(since).Round(time.Second), err.Error())
+		return river.JobCancel(err)
+	}
+	delay := min(queue.Backoff(attempts), left)
+	s.store.Apply(ctx, in.ID, map[string]any{"step_attempts": attempts}, "retry",
+		fmt.Sprintf("%s: %s; next try in %s (attempt %d)", st.title, apperr.Message(err), roundDelay(delay), attempts))
+	s.log.Warn("provisioning step failed; will retry", "instance", in.ID, "step", st.name, "attempt", attempts,
+		"next_try_in", delay.String(), "error", err.Error())
+	return river.JobSnooze(delay)
+}
+
+// roundDelay rounds a backoff for people: "4s", "0.6s".
+func roundDelay(d time.Duration) string {
+	if d < time.Second {
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	}
+	return d.Round(time.Second).String()
+}
+
 // roomPoll is how often a pending instance looks for a host with room again. Snoozing is
 // not a failed attempt, so an instance can wait for room as long as it takes; the check is
 // one indexed query, so a short poll costs little and a customer waits seconds, not
 // minutes, once the operator adds or frees a host.
 const roomPoll = 5 * time.Second
 
-func (s *Service) place(ctx context.Context, in *Instance) (outcome, error) {
+func (s *Service) place(ctx context.Context, in *Instance, _ Host) (outcome, error) {
 	host, err := s.cfg.Placer.Assign(ctx, in.ID)
 	if errors.Is(err, ErrNoRoom) {
 		waiting, herr := s.store.HasEvent(ctx, in.ID, "waiting_for_host")
@@ -252,13 +376,16 @@ func (s *Service) verifyCaps(ctx context.Context, in *Instance, host Host) (outc
 	return s.verifyCapsOf(ctx, in, host, true)
 }
 
-func (s *Service) waitHealthy(ctx context.Context, in *Instance, host Host) (outcome, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.HealthTimeout)
-	defer cancel()
-	if err := s.cfg.App.WaitReady(ctx, host.IngressURL, s.fqdn(in)); err != nil {
-		return outcome{}, apperr.Wrap(apperr.Unavailable, err, "n8n did not become ready within %s", s.cfg.HealthTimeout)
+// checkReady asks n8n's readiness; while n8n starts, the attempt loop asks again.
+func (s *Service) checkReady(ctx context.Context, in *Instance, host Host) (outcome, error) {
+	if err := s.cfg.App.Ready(ctx, host.IngressURL, s.fqdn(in)); err != nil {
+		return outcome{}, err
 	}
 	return outcome{message: "n8n is up and ready"}, nil
+}
+
+func (s *Service) activate(_ context.Context, in *Instance, _ Host) (outcome, error) {
+	return outcome{set: map[string]any{"status": Active}, message: "your n8n is ready at " + in.URL}, nil
 }
 
 // errCompromised means someone else created the owner of a fresh instance.
@@ -310,7 +437,7 @@ func ownerNames(name string) (first, last string) {
 	return parts[0], strings.Join(parts[1:], " ")
 }
 
-func (s *Service) emailCredentials(ctx context.Context, in *Instance) (outcome, error) {
+func (s *Service) emailCredentials(ctx context.Context, in *Instance, _ Host) (outcome, error) {
 	if in.EmailedAt != nil {
 		return outcome{message: "credentials were emailed already"}, nil
 	}
@@ -327,28 +454,7 @@ func (s *Service) emailCredentials(ctx context.Context, in *Instance) (outcome, 
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{set: map[string]any{"emailed_at": time.Now().UTC()}, message: "login details emailed to " + client.Email}, nil
-}
-
-// stepFailed decides what a failed step means: wait and retry, or give up and clean up.
-func (s *Service) stepFailed(ctx context.Context, job *river.Job[ProvisionArgs], in *Instance, step string, err error) error {
-	var snooze *river.JobSnoozeError
-	if errors.As(err, &snooze) {
-		return err
-	}
-	if errors.Is(err, errCompromised) {
-		return s.replaceCompromised(ctx, in)
-	}
-	permanent := apperr.Is(err, apperr.Invalid)
-	if !permanent && job.Attempt < job.MaxAttempts {
-		s.store.Apply(ctx, in.ID, nil, "retry", fmt.Sprintf("step %s failed (attempt %d of %d): %s; retrying",
-			step, job.Attempt, job.MaxAttempts, apperr.Message(err)))
-		s.log.Warn("provisioning step failed; will retry", "instance", in.ID, "step", step, "attempt", job.Attempt, "error", err.Error())
-		return err
-	}
-	s.compensate(ctx, in, fmt.Sprintf("step %s failed: %s", step, apperr.Message(err)), true)
-	s.alert(ctx, "Provisioning failed: instance %s (%s) of client %s gave up at step %s: %s", in.ID, in.Slug, in.ClientID, step, err.Error())
-	return river.JobCancel(err)
+	return outcome{set: map[string]any{"emailed_at": s.now()}, message: "login details emailed to " + client.Email}, nil
 }
 
 // compensate removes what provisioning created (container, DNS record, host slot) and
@@ -420,13 +526,4 @@ func (s *Service) ensureReplacement(ctx context.Context, in *Instance) error {
 		return err
 	}
 	return s.store.Apply(ctx, in.ID, nil, "replaced", "replaced by instance "+fresh.ID)
-}
-
-// crashHook kills the process after step when the crash-safety tests ask for it.
-func (s *Service) crashHook(step string) {
-	if s.cfg.CrashAfterStep != "" && s.cfg.CrashAfterStep == step {
-		s.log.Warn("crash hook: killing the process after step", "step", step)
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {} // the signal arrives asynchronously; never go on to the next step
-	}
 }

@@ -30,12 +30,19 @@ type Config struct {
 	Plans    billing.Plans
 	// BaseDomain: instances live at https://<slug>.<BaseDomain>.
 	BaseDomain string
-	// HealthTimeout bounds one wait for n8n's readiness (default 3m).
+	// HealthTimeout bounds a lifecycle action's wait for n8n's readiness (default 3m).
 	HealthTimeout time.Duration
 	// JobTimeout bounds one run of a provisioning or lifecycle job (default HealthTimeout
-	// plus 15m: an upgrade backs up, recreates and waits for health). A job left running
-	// by a crashed process is retried once it is older than this.
+	// plus 15m: an upgrade backs up, recreates and waits for health).
 	JobTimeout time.Duration
+	// StepDeadline is how long a saga step, or a lifecycle action, may stay blocked
+	// (failing, or waiting for something on its way) before it is given up: the instance
+	// compensated, the action abandoned (default 30m).
+	StepDeadline time.Duration
+	// AlertAfter is how long a step may stay blocked before the operator is told (default 3m).
+	AlertAfter time.Duration
+	// PollInterval is how often a step asks again for something on its way (default 250ms).
+	PollInterval time.Duration
 	// TimeZone is the instances' GENERIC_TIMEZONE/TZ (default UTC).
 	TimeZone string
 	// Retention is how long a deleted instance's final backup is kept (default 30 days).
@@ -46,12 +53,13 @@ type Config struct {
 	DoctorInterval time.Duration
 	// Billing tells whether billing events are processed; deletions wait while they are not.
 	Billing BillingHealth
-	// Now is the clock (default time.Now).
+	// Now is the clock (default time.Now) and Sleep waits on it (default a timer), so that
+	// the retry policy is tested without waiting.
 	Now    func() time.Time
+	Sleep  func(ctx context.Context, d time.Duration) error
 	Logger *slog.Logger
-	// CrashAfterStep, when set, kills the process right after that saga step is stored:
-	// the crash-safety tests use it to stop a real child process at each step in turn.
-	CrashAfterStep string
+	// AfterStep, when set, is called right after each saga step is stored.
+	AfterStep func(step string)
 }
 
 // Service runs the instances' lifecycle: it turns subscriptions into instances and runs
@@ -89,13 +97,36 @@ func NewService(cfg Config) *Service {
 	if cfg.DoctorInterval == 0 {
 		cfg.DoctorInterval = time.Hour
 	}
+	if cfg.StepDeadline == 0 {
+		cfg.StepDeadline = 30 * time.Minute
+	}
+	if cfg.AlertAfter == 0 {
+		cfg.AlertAfter = 3 * time.Minute
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 250 * time.Millisecond
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleep
 	}
 	return &Service{cfg: cfg, store: cfg.Store, log: cfg.Logger}
 }
 
 func (s *Service) now() time.Time { return s.cfg.Now().UTC() }
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
 
 // Register adds the service's job workers.
 func (s *Service) Register(workers *river.Workers) {
@@ -328,7 +359,8 @@ func (s *Service) Retry(ctx context.Context, id string) (Instance, error) {
 	if in.Status != Failed || in.FailureReason == reasonCompromised {
 		return in, apperr.New(apperr.Conflict, "only a failed instance can be retried (this one is %s)", in.Status)
 	}
-	err = s.store.Apply(ctx, id, map[string]any{"status": Pending, "step": "", "failure_reason": "", "host": nil, "dns_record_id": ""},
+	err = s.store.Apply(ctx, id, map[string]any{"status": Pending, "step": "", "failure_reason": "", "host": nil, "dns_record_id": "",
+		"step_attempts": 0, "step_blocked_since": nil, "step_alerted": false},
 		"retry", "provisioning restarted by the operator")
 	if err != nil {
 		return in, err

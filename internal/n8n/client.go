@@ -31,6 +31,12 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 )
 
+// ErrStarting is the sentinel for an instance that is on its way up: readiness not yet
+// 200, or readiness 200 but the REST routes not mounted yet (n8n answers 404 for a few
+// seconds after readiness) or still behind its start-up page. It reaches callers wrapped
+// in an apperr.Unavailable; asking again shortly is the right answer, not a failure.
+var ErrStarting = errors.New("n8n: still starting")
+
 // ErrOwnerAlreadySetup is the sentinel for n8n's 400 "Instance owner already setup". It
 // reaches callers wrapped in an apperr.Conflict.
 var ErrOwnerAlreadySetup = errors.New("n8n: instance owner already set up")
@@ -245,6 +251,19 @@ func notYet(err error) bool {
 		errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr)
 }
 
+// CheckReady asks readiness once: nil when the instance is ready; apperr.Unavailable
+// wrapping ErrStarting (with the reason) for a not-yet answer; any other error as Ready.
+func (c *Client) CheckReady(ctx context.Context) error {
+	ok, why, err := c.ready(ctx)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		return apperr.Wrap(apperr.Unavailable, ErrStarting, "n8n on %s is not ready yet: %s", c.host, why)
+	}
+	return nil
+}
+
 // WaitReady polls Ready every interval until the instance is ready. It keeps polling
 // through not-yet answers and transient transport failures, returns at once on any other
 // error, and returns apperr.Unavailable "n8n never became ready" (with the last reason as
@@ -306,7 +325,7 @@ func (c *Client) SetupOwner(ctx context.Context, o Owner, guard BasicAuth) error
 			} `json:"data"`
 		}
 		if json.Unmarshal(resp.body, &ok) != nil || ok.Data == nil {
-			return apperr.New(apperr.Unavailable, "n8n: %s is still starting (owner setup answered 200 without a user)", c.host)
+			return apperr.Wrap(apperr.Unavailable, ErrStarting, "n8n: %s is still starting (owner setup answered 200 without a user)", c.host)
 		}
 		if !strings.EqualFold(ok.Data.Email, o.Email) {
 			return apperr.New(apperr.Internal, "n8n: %s answered owner setup with another user's email", c.host)
@@ -339,7 +358,7 @@ func (c *Client) Login(ctx context.Context, email, password string) error {
 			Data *json.RawMessage `json:"data"`
 		}
 		if json.Unmarshal(resp.body, &ok) != nil || ok.Data == nil {
-			return apperr.New(apperr.Unavailable, "n8n: %s is still starting (login answered 200 without a user)", c.host)
+			return apperr.Wrap(apperr.Unavailable, ErrStarting, "n8n: %s is still starting (login answered 200 without a user)", c.host)
 		}
 		return nil
 	case http.StatusUnauthorized:
@@ -355,7 +374,7 @@ func (c *Client) statusError(resp *response, what string, secrets ...string) err
 	msg := redact(resp.message(), secrets...)
 	switch {
 	case resp.status == http.StatusNotFound:
-		return apperr.New(apperr.Unavailable, "n8n: %s on %s: REST routes not mounted yet (404)", what, c.host)
+		return apperr.Wrap(apperr.Unavailable, ErrStarting, "n8n: %s on %s: REST routes not mounted yet (404)", what, c.host)
 	case resp.status == http.StatusTooManyRequests || resp.status >= 500:
 		return apperr.New(apperr.Unavailable, "n8n: %s on %s: %s", what, c.host, msg)
 	case resp.status == http.StatusUnauthorized:

@@ -5,6 +5,10 @@
 //
 // River's client is generic over the driver's transaction type; Queue hides that so the
 // rest of the service inserts and runs jobs the same way on both databases.
+//
+// A worker queue takes over a dead process's running jobs within seconds (lease.go): on
+// PostgreSQL through a lease per process, on SQLite through a lock file that also keeps a
+// second serving process off the database.
 package queue
 
 import (
@@ -12,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -48,6 +53,13 @@ type Config struct {
 type Queue struct {
 	client  client
 	closeFn func()
+
+	lease    *pgLease  // PostgreSQL worker queues
+	takeover *takeover // PostgreSQL worker queues
+	lost     *lostSignal
+	stop     context.CancelFunc // ends the lease's loops
+	loops    sync.WaitGroup
+	log      *slog.Logger
 }
 
 // client is the part of *river.Client[TTx] the service uses, whatever TTx is.
@@ -55,6 +67,7 @@ type client interface {
 	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
 	Start(ctx context.Context) error
 	Stop(ctx context.Context) error
+	StopAndCancel(ctx context.Context) error
 	JobGet(ctx context.Context, id int64) (*rivertype.JobRow, error)
 	JobRetry(ctx context.Context, id int64) (*rivertype.JobRow, error)
 	Subscribe(kinds ...river.EventKind) (<-chan *river.Event, func())
@@ -62,30 +75,74 @@ type client interface {
 }
 
 // Open returns a queue on db. The caller must have migrated River's tables (Migrate).
+// A worker queue (cfg.Workers set) on PostgreSQL takes a lease; on SQLite it takes the
+// database's lock file, failing when another process holds it, and puts back in the queue
+// the jobs a dead process left running.
 func Open(ctx context.Context, db *database.DB, cfg Config) (*Queue, error) {
 	if cfg.PollInterval == 0 && db.Dialect == database.SQLite {
 		cfg.PollInterval = 250 * time.Millisecond
 	}
 	rc := riverConfig(cfg)
+	q := &Queue{log: rc.Logger}
 	switch db.Dialect {
 	case database.Postgres:
 		pool, err := pgxpool.New(ctx, db.URL)
 		if err != nil {
 			return nil, fmt.Errorf("opening the job queue's PostgreSQL pool: %w", err)
 		}
-		c, err := river.NewClient(riverpgxv5.New(pool), rc)
-		if err != nil {
-			pool.Close()
+		q.closeFn = pool.Close
+		if cfg.Workers != nil {
+			if q.lease, err = takePGLease(ctx, db.URL); err != nil {
+				pool.Close()
+				return nil, err
+			}
+			rc.ID = q.lease.id
+			q.takeover = &takeover{pool: pool, self: q.lease.id, log: rc.Logger}
+			q.lost = &lostSignal{ch: make(chan error, 1)}
+			q.closeFn = func() { q.lease.close(); pool.Close() }
+		}
+		if q.client, err = river.NewClient(riverpgxv5.New(pool), rc); err != nil {
+			q.closeFn()
 			return nil, err
 		}
-		return &Queue{client: c, closeFn: pool.Close}, nil
 	default:
+		q.closeFn = func() {}
+		if cfg.Workers != nil {
+			if err := q.recoverSQLite(ctx, db); err != nil {
+				return nil, err
+			}
+		}
 		c, err := river.NewClient(riversqlite.New(db.SQL), rc)
 		if err != nil {
+			q.closeFn()
 			return nil, err
 		}
-		return &Queue{client: c, closeFn: func() {}}, nil
+		q.client = c
 	}
+	return q, nil
+}
+
+// recoverSQLite takes the database's lock file and puts back in the queue every job a
+// dead process left running: holding the lock proves no live process runs them.
+func (q *Queue) recoverSQLite(ctx context.Context, db *database.DB) error {
+	_, path, err := database.ParseURL(db.URL)
+	if err != nil {
+		return err
+	}
+	lock, err := lockSQLite(path)
+	if err != nil {
+		return err
+	}
+	q.closeFn = lock.close
+	res, err := db.SQL.ExecContext(ctx, "UPDATE river_job SET state = 'available' WHERE state = 'running'")
+	if err != nil {
+		lock.close()
+		return fmt.Errorf("putting back the jobs a dead process left running: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		q.log.Warn("queue: put back the jobs an earlier process left running", "jobs", n)
+	}
+	return nil
 }
 
 func riverConfig(cfg Config) *river.Config {
@@ -166,12 +223,50 @@ func (q *Queue) Subscribe(kinds ...river.EventKind) (<-chan *river.Event, func()
 // AddPeriodic schedules clock-driven jobs; River runs them on the elected leader only.
 func (q *Queue) AddPeriodic(jobs ...*river.PeriodicJob) { q.client.PeriodicJobs().AddMany(jobs) }
 
-// Start starts the workers; they run until Stop.
-func (q *Queue) Start(ctx context.Context) error { return q.client.Start(ctx) }
+// Start starts the workers; they run until Stop. On PostgreSQL it also starts watching
+// the queue's own lease and looking for a dead process's jobs.
+func (q *Queue) Start(ctx context.Context) error {
+	if err := q.client.Start(ctx); err != nil {
+		return err
+	}
+	if q.lease == nil {
+		return nil
+	}
+	loops, stop := context.WithCancel(context.WithoutCancel(ctx))
+	q.stop = stop
+	q.loops.Add(2)
+	go func() { defer q.loops.Done(); q.takeover.run(loops) }()
+	go func() { defer q.loops.Done(); q.lease.watch(loops, q.leaseLost) }()
+	return nil
+}
 
-// Stop waits for running jobs to finish (or ctx to end) and closes the queue's resources.
+// leaseLost stops running jobs at once: another process will take them over, and a job
+// must never run twice at the same time. The caller learns it on Lost.
+func (q *Queue) leaseLost(err error) {
+	q.log.Error("queue: lost the lease; cancelling running jobs", "error", err.Error())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q.client.StopAndCancel(ctx)
+	q.lost.fire(err)
+}
+
+// Lost reports that the queue lost its lease and stopped working: the process should
+// exit and be restarted. It never fires on SQLite or on an insert-only queue.
+func (q *Queue) Lost() <-chan error {
+	if q.lost == nil {
+		return nil
+	}
+	return q.lost.ch
+}
+
+// Stop waits for running jobs to finish (or ctx to end) and closes the queue's resources,
+// the lease last, so that no other process takes over a job still finishing here.
 func (q *Queue) Stop(ctx context.Context) error {
 	err := q.client.Stop(ctx)
+	if q.stop != nil {
+		q.stop()
+		q.loops.Wait()
+	}
 	q.closeFn()
 	return err
 }
