@@ -91,7 +91,7 @@ func TestTransientFaultsAreRetriedThenCompleted(t *testing.T) {
 		},
 		{
 			name: "agent exec never exits",
-			env:  map[string]string{"PROVISIONER_PROXMOX_EXEC_TIMEOUT": "500ms"},
+			env:  map[string]string{"PROVISIONER_PROXMOX_EXEC_TIMEOUT": "3s"},
 			inject: func(e *e2e, h sandbox.Host) {
 				e.world.Proxmox.UpdateVM(h.Node, h.VMID, func(vm *proxmoxtest.VM) { vm.Hang = true })
 			},
