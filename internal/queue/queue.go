@@ -68,6 +68,7 @@ type client interface {
 	Start(ctx context.Context) error
 	Stop(ctx context.Context) error
 	StopAndCancel(ctx context.Context) error
+	ID() string
 	JobGet(ctx context.Context, id int64) (*rivertype.JobRow, error)
 	JobRetry(ctx context.Context, id int64) (*rivertype.JobRow, error)
 	Subscribe(kinds ...river.EventKind) (<-chan *river.Event, func())
@@ -249,6 +250,10 @@ func (q *Queue) leaseLost(err error) {
 	q.client.StopAndCancel(ctx)
 	q.lost.fire(err)
 }
+
+// ClientID is the River client id of this queue's workers; on PostgreSQL it names the
+// queue's lease ("<host>-<pid>-lease<key>").
+func (q *Queue) ClientID() string { return q.client.ID() }
 
 // Lost reports that the queue lost its lease and stopped working: the process should
 // exit and be restarted. It never fires on SQLite or on an insert-only queue.
