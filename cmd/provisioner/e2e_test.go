@@ -214,6 +214,22 @@ func (e *e2e) deliver(events ...stripetest.Event) {
 // subscription id.
 func (e *e2e) purchase(client, plan string) string {
 	e.t.Helper()
+	id, events := e.checkoutPlan(client, plan)
+	e.deliver(events...)
+	cs, _ := e.stripe.CheckoutSession(id)
+	return *cs.Subscription
+}
+
+// checkout runs the portal's checkout of the starter plan for client and pays it at
+// Stripe; it returns the webhook deliveries that payment makes, not yet delivered.
+func (e *e2e) checkout(client string) []stripetest.Event {
+	e.t.Helper()
+	_, events := e.checkoutPlan(client, "starter")
+	return events
+}
+
+func (e *e2e) checkoutPlan(client, plan string) (string, []stripetest.Event) {
+	e.t.Helper()
 	var session struct{ ID, URL string }
 	e.mustAPI("POST", "/v1/checkout-sessions", e2ePortalKey, map[string]any{"client_id": client,
 		"email": client + "@example.com", "name": "Ada " + client, "plan": plan}, http.StatusCreated, &session)
@@ -221,9 +237,7 @@ func (e *e2e) purchase(client, plan string) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.deliver(events...)
-	cs, _ := e.stripe.CheckoutSession(session.ID)
-	return *cs.Subscription
+	return session.ID, events
 }
 
 type instanceView struct {
