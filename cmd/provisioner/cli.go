@@ -57,6 +57,8 @@ func runOps(ctx context.Context, cmd string, args []string, getenv func(string) 
 		return c.group("instances", "customer n8n instances: read them, and queue lifecycle actions for the workers of `provisioner serve`", instanceCommands, args)
 	case "doctor":
 		return c.doctor("doctor", args)
+	case "pool":
+		return c.pool("pool", args)
 	}
 	return fmt.Errorf("unknown command %q", cmd)
 }

@@ -271,6 +271,7 @@ func TestCLIHelpForEveryCommand(t *testing.T) {
 		{"instances", "resume", "--help"}, {"instances", "restart", "--help"}, {"instances", "upgrade", "--help"},
 		{"instances", "backup", "--help"}, {"instances", "delete", "--help"}, {"instances", "retry", "--help"},
 		{"doctor", "--help"},
+		{"pool", "--help"},
 	}
 	for _, args := range commands {
 		t.Run(strings.Join(args, "_"), func(t *testing.T) {
@@ -354,6 +355,7 @@ func TestCLIBadInputNamesWhatIsWrong(t *testing.T) {
 		{[]string{"instances", "upgrade", "--image", cliImageNew}, []string{"--all"}},
 		{[]string{"instances", "backup", "x", "--poll-interval", "0s"}, []string{"--poll-interval"}},
 		{[]string{"doctor", "now"}, []string{`unexpected argument "now"`}},
+		{[]string{"pool", "now"}, []string{`unexpected argument "now"`}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, "_"), func(t *testing.T) {

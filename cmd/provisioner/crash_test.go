@@ -230,7 +230,7 @@ func TestReplicaTakesOverADeadOnesJob(t *testing.T) {
 	var holder, survivor *child
 	waitFor(t, 30*time.Second, "the replica running the saga", func() bool {
 		for i, c := range replicas {
-			if strings.Contains(c.logs.String(), `"instance":"`+id+`","step":"dns"`) {
+			if strings.Contains(c.logs.String(), `"instance":"`+id+`","step":"placed"`) {
 				holder, survivor = c, replicas[1-i]
 				return true
 			}

@@ -70,6 +70,7 @@ type e2eOptions struct {
 	dialect database.Dialect
 	sandbox sandbox.Config
 	env     map[string]string // overrides
+	plans   string            // the plans file (default e2ePlans)
 }
 
 // newE2E builds the world and the provisioner's environment; start runs the provisioner.
@@ -95,7 +96,10 @@ func newE2E(t testing.TB, o e2eOptions) *e2e {
 	smtp := smtptest.Start(t)
 	dataDir := t.TempDir()
 	plans := filepath.Join(dataDir, "plans.yaml")
-	if err := os.WriteFile(plans, []byte(e2ePlans), 0o600); err != nil {
+	if o.plans == "" {
+		o.plans = e2ePlans
+	}
+	if err := os.WriteFile(plans, []byte(o.plans), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	masterKey, _ := secret.NewKey()

@@ -37,6 +37,7 @@ type providers struct {
 	OperatorEmail  string
 	TimeZone       string
 	SweepInterval  time.Duration
+	PoolInterval   time.Duration
 	// DoctorInterval, ProxmoxPoll and HealthPoll tune how often the doctor runs, the
 	// guest agent's exec status is polled and n8n's readiness is asked.
 	DoctorInterval time.Duration
@@ -95,6 +96,7 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 	}{
 		{"PROVISIONER_SWEEP_INTERVAL", "1m", &p.SweepInterval},
 		{"PROVISIONER_DOCTOR_INTERVAL", "1h", &p.DoctorInterval},
+		{"PROVISIONER_POOL_INTERVAL", "30s", &p.PoolInterval},
 		{"PROVISIONER_PROXMOX_POLL_INTERVAL", "500ms", &p.ProxmoxPoll},
 		{"PROVISIONER_PROXMOX_EXEC_TIMEOUT", "10m", &p.ProxmoxExec},
 		{"PROVISIONER_HEALTH_POLL_INTERVAL", "250ms", &p.HealthPoll},

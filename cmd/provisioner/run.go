@@ -32,6 +32,7 @@ commands:
   hosts      the host inventory: list, add, drain, enable, disable, set
   instances  list, show, suspend, resume, restart, upgrade (one or --all), backup, delete, retry
   doctor     compare the database with the hosts and DNS; --fix repairs the safe drift
+  pool       the warm pool: ready and starting n8n instances per plan and host
   demo       watch a purchase become a running n8n against in-process fakes (no setup needed)
   help       show this help
 
@@ -51,7 +52,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return nil
 	case "serve", "migrate":
-	case "hosts", "instances", "doctor":
+	case "hosts", "instances", "doctor", "pool":
 		return runOps(ctx, cmd, args[2:], getenv, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[2:], getenv, stdout, stderr)
@@ -110,7 +111,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 
 	registry := prometheus.NewRegistry()
 	bill, err := billing.New(cfg.Billing, billing.Deps{
-		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: hostStore,
+		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: capacity{hostStore, svc},
 		Plans: cfg.Plans, Logger: log, Metrics: registry,
 	})
 	if err != nil {
@@ -123,6 +124,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 		Instances: instanceStore,
 		Actions:   svc,
 		Doctor:    svc,
+		Pool:      svc,
 		Hosts:     hostStore,
 		Billing:   bill,
 		Plans:     cfg.Plans,
@@ -195,7 +197,7 @@ func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store
 		BaseDomain: cfg.BaseDomain, HealthTimeout: p.HealthTimeout, JobTimeout: p.JobTimeout, TimeZone: p.TimeZone,
 		StepDeadline: p.StepDeadline, AlertAfter: p.StepAlertAfter, PollInterval: p.HealthPoll,
 		Retention:     cfg.Billing.Policy.Retention,
-		SweepInterval: p.SweepInterval, DoctorInterval: p.DoctorInterval,
+		SweepInterval: p.SweepInterval, DoctorInterval: p.DoctorInterval, PoolInterval: p.PoolInterval,
 		Logger: log, AfterStep: crashAfter(p.CrashAfterStep, log),
 	}), nil
 }

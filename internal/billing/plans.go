@@ -18,6 +18,10 @@ type Plan struct {
 	Price         string  `yaml:"price" json:"price"` // for display only; Stripe's price is the truth
 	StripePriceID string  `yaml:"stripe_price_id" json:"stripe_price_id"`
 	N8nImage      string  `yaml:"n8n_image" json:"n8n_image"`
+	// Warm is how many started, ready instances of the plan the fleet keeps for the next
+	// payments (the warm pool); WarmPerHost is how many each active host keeps at least.
+	Warm        int `yaml:"warm" json:"-"`
+	WarmPerHost int `yaml:"warm_per_host" json:"-"`
 }
 
 // DefaultN8nImage is the n8n release new plans run when the plans file names none.
@@ -85,6 +89,8 @@ func (ps Plans) Validate() error {
 			return fmt.Errorf("%s: memory_mb must be between 1024 and 262144", where)
 		case !PinnedImage(p.N8nImage):
 			return fmt.Errorf("%s: n8n_image must be pinned to a version tag or digest, never latest", where)
+		case p.Warm < 0 || p.Warm > 100 || p.WarmPerHost < 0 || p.WarmPerHost > 20:
+			return fmt.Errorf("%s: warm must be between 0 and 100, warm_per_host between 0 and 20", where)
 		case p.StripePriceID != "" && prices[p.StripePriceID]:
 			return fmt.Errorf("%s: stripe_price_id %s is used by another plan", where, p.StripePriceID)
 		}

@@ -115,7 +115,8 @@ func Open(ctx context.Context, rawURL string) (*DB, error) {
 // Close closes the connection pool.
 func (db *DB) Close() error { return db.SQL.Close() }
 
-func (db *DB) provider() (*goose.Provider, error) {
+// Provider returns goose's migration provider for db (tests step the schema down and up with it).
+func (db *DB) Provider() (*goose.Provider, error) {
 	sub, err := fs.Sub(migrations.FS, string(db.Dialect))
 	if err != nil {
 		return nil, err
@@ -129,7 +130,7 @@ func (db *DB) provider() (*goose.Provider, error) {
 
 // Migrate applies every pending migration and returns how many it applied.
 func (db *DB) Migrate(ctx context.Context) (int, error) {
-	p, err := db.provider()
+	p, err := db.Provider()
 	if err != nil {
 		return 0, err
 	}
@@ -146,7 +147,7 @@ func (db *DB) Ready(ctx context.Context) error {
 	if err := db.SQL.PingContext(ctx); err != nil {
 		return apperr.Wrap(apperr.Unavailable, err, "database unreachable")
 	}
-	p, err := db.provider()
+	p, err := db.Provider()
 	if err != nil {
 		return err
 	}

@@ -197,6 +197,25 @@ func (s *Store) pick(db *gorm.DB) (Host, error) {
 // already has a host keeps it: Assign is idempotent. It returns ErrNoRoom when no host has
 // a slot.
 func (s *Store) Assign(ctx context.Context, instanceID string) (Host, error) {
+	return s.assign(ctx, instanceID, s.pick)
+}
+
+// AssignTo places the instance on the host called name, atomically, when that host is
+// active and has a free slot (ErrNoRoom otherwise); an instance with a host keeps it.
+func (s *Store) AssignTo(ctx context.Context, instanceID, name string) (Host, error) {
+	return s.assign(ctx, instanceID, func(tx *gorm.DB) (Host, error) {
+		h, err := s.get(tx, name)
+		if err != nil {
+			return h, err
+		}
+		if h.State != Active || h.Instances >= h.MaxInstances {
+			return h, ErrNoRoom
+		}
+		return h, nil
+	})
+}
+
+func (s *Store) assign(ctx context.Context, instanceID string, choose func(tx *gorm.DB) (Host, error)) (Host, error) {
 	var picked Host
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		// Lock the active hosts so that two placements count the same instances in turn
@@ -220,7 +239,7 @@ func (s *Store) Assign(ctx context.Context, instanceID string) (Host, error) {
 			picked, err = s.get(tx, *current.Host)
 			return err
 		}
-		h, err := s.pick(tx)
+		h, err := choose(tx)
 		if err != nil {
 			return err
 		}
@@ -230,6 +249,14 @@ func (s *Store) Assign(ctx context.Context, instanceID string) (Host, error) {
 			Updates(map[string]any{"host": h.Name, "updated_at": s.now()}).Error
 	})
 	return picked, err
+}
+
+// Capacity returns the active hosts in placement order (fewest instances first, then by
+// name), each with its instance count.
+func (s *Store) Capacity(ctx context.Context) ([]Host, error) {
+	var list []Host
+	err := s.withCounts(s.db.WithContext(ctx)).Where("state = ?", Active).Order("instances, name").Find(&list).Error
+	return list, err
 }
 
 // HasRoom returns nil when some active host has a free slot, and ErrNoRoom otherwise, so

@@ -168,6 +168,15 @@ func (s *Server) doctor(c echo.Context) error {
 	return c.JSON(http.StatusOK, report)
 }
 
+// pool reports each plan's warm pool: ready and filling members against the targets.
+func (s *Server) pool(c echo.Context) error {
+	plans, err := s.cfg.Pool.Pool(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"plans": plans})
+}
+
 func (s *Server) listBackups(c echo.Context) error {
 	ctx := c.Request().Context()
 	in, err := s.cfg.Instances.Get(ctx, c.Param("id"))

@@ -48,6 +48,7 @@ func (s *Server) routes() {
 	e.POST("/v1/hosts", s.addHost, admin)
 	e.PATCH("/v1/hosts/:name", s.updateHost, admin)
 	e.GET("/v1/doctor", s.doctor, admin)
+	e.GET("/v1/pool", s.pool, admin)
 	e.GET("/v1/billing-events", s.listBillingEvents, admin)
 	e.POST("/v1/billing-events/:id/replay", s.replayBillingEvent, admin)
 }

@@ -44,6 +44,11 @@ type Doctor interface {
 	Doctor(ctx context.Context, fix bool, progress instances.Progress) (instances.Report, error)
 }
 
+// Pool reports the warm pool (see instances.Service.Pool).
+type Pool interface {
+	Pool(ctx context.Context) ([]instances.PoolPlan, error)
+}
+
 // HostStore is what the API reads and writes of the host inventory.
 type HostStore interface {
 	List(ctx context.Context) ([]hosts.Host, error)
@@ -56,6 +61,7 @@ type Config struct {
 	Instances InstanceStore
 	Actions   InstanceActions
 	Doctor    Doctor
+	Pool      Pool
 	Hosts     HostStore
 	// Billing serves webhooks, checkout and billing-portal sessions and the billing events
 	// (nil: those routes answer 503).

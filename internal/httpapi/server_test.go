@@ -453,3 +453,27 @@ func TestInternalErrorsStayInside(t *testing.T) {
 		t.Error("the cause of a 500 should be logged for the operator")
 	}
 }
+
+type fakePool []instances.PoolPlan
+
+func (p fakePool) Pool(context.Context) ([]instances.PoolPlan, error) { return p, nil }
+
+// The pool report is the operator's: the portal key is refused, and the body follows the
+// document.
+func TestPoolReport(t *testing.T) {
+	t.Parallel()
+	logger, _ := testlog.New(t)
+	e := &env{t: t}
+	e.server = httpapi.New(httpapi.Config{AdminKey: adminKey, PortalKey: portalKey, Logger: logger,
+		Pool: fakePool{{Plan: "starter", Ready: 1, Filling: 1, Target: 2,
+			Hosts: []instances.PoolHost{{Host: "nuc", Ready: 1, Filling: 1, Target: 0}}}}})
+	if res := e.do("GET", "/v1/pool", portalKey, nil); res.Status != http.StatusForbidden {
+		t.Errorf("portal key: %d", res.Status)
+	}
+	res := e.do("GET", "/v1/pool", adminKey, nil)
+	var body struct{ Plans []instances.PoolPlan }
+	res.decode(t, &body)
+	if res.Status != http.StatusOK || len(body.Plans) != 1 || body.Plans[0].Hosts[0].Ready != 1 {
+		t.Errorf("pool = %d %s", res.Status, res.Body)
+	}
+}

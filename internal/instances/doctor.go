@@ -117,7 +117,7 @@ func (s *Service) checkHost(ctx context.Context, h Host, live []Instance, bySlug
 	for _, c := range list.Instances {
 		seen[c.Slug] = c
 		in := bySlug[c.Slug]
-		if in == nil || deref(in.Host) != h.Name || !expectsContainer(in.Status) && in.Status != Provisioning {
+		if in == nil || deref(in.Host) != h.Name || !expectsContainer(in.Status) && in.Status != Provisioning && in.Status != Warm {
 			detail := "files of an unknown instance"
 			if c.Exists {
 				detail = fmt.Sprintf("container n8n-%s (running: %t) that no instance on this host owns", c.Slug, c.Running)
@@ -127,7 +127,8 @@ func (s *Service) checkHost(ctx context.Context, h Host, live []Instance, bySlug
 	}
 	for i := range live {
 		in := &live[i]
-		if deref(in.Host) != h.Name || !expectsContainer(in.Status) {
+		readyMember := in.Status == Warm && in.Step == stepHealthy
+		if deref(in.Host) != h.Name || !expectsContainer(in.Status) && !readyMember {
 			continue
 		}
 		c, ok := seen[in.Slug]
@@ -135,8 +136,8 @@ func (s *Service) checkHost(ctx context.Context, h Host, live []Instance, bySlug
 		switch {
 		case !ok || !c.Exists:
 			f.Kind, f.Detail = DriftMissingContainer, "the instance is "+string(in.Status)+" but its container does not exist"
-		case in.Status == Active && !c.Running:
-			f.Kind, f.Detail, f.Fixable = DriftStopped, "the instance is active but its container is stopped", true
+		case (in.Status == Active || readyMember) && !c.Running:
+			f.Kind, f.Detail, f.Fixable = DriftStopped, "the instance is "+string(in.Status)+" but its container is stopped", true
 		case in.Status == Suspended && c.Running:
 			f.Kind, f.Detail, f.Fixable = DriftRunningSuspended, "the instance is suspended but its container runs", true
 		case math.Abs(c.CPUs-in.CPUs) > 0.001 || c.MemoryMB != in.MemoryMB:

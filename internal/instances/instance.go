@@ -15,6 +15,7 @@ import (
 type Status string
 
 const (
+	Warm         Status = "warm"         // a pool member: started and ready, no client yet
 	Pending      Status = "pending"      // waiting for a host with room
 	Provisioning Status = "provisioning" // the saga is creating it
 	Active       Status = "active"       // running and handed to the customer
@@ -25,7 +26,7 @@ const (
 )
 
 // Statuses lists every status, in lifecycle order.
-var Statuses = []Status{Pending, Provisioning, Active, Suspended, Deleting, Deleted, Failed}
+var Statuses = []Status{Warm, Pending, Provisioning, Active, Suspended, Deleting, Deleted, Failed}
 
 // Valid reports whether s is a known status.
 func (s Status) Valid() bool {
@@ -40,8 +41,9 @@ func (s Status) Valid() bool {
 // Instance is one customer n8n. The sealed fields hold secrets encrypted by package secret;
 // they never leave the service in an API response.
 type Instance struct {
-	ID                  string
-	ClientID            string
+	ID string
+	// ClientID is empty (NULL) while the instance is a pool member nobody has paid for.
+	ClientID            string `gorm:"default:null"`
 	SubscriptionID      *string
 	Slug                string
 	URL                 string

@@ -31,6 +31,18 @@ type Placer interface {
 	Host(ctx context.Context, name string) (Host, error)
 	// Hosts returns every host of the inventory.
 	Hosts(ctx context.Context) ([]Host, error)
+	// Capacity returns the active hosts in placement order (fewest instances first).
+	Capacity(ctx context.Context) ([]HostRoom, error)
+	// AssignTo places the instance on the named host, atomically, if the host is active
+	// and has a free slot; errors.Is(err, ErrNoRoom) otherwise.
+	AssignTo(ctx context.Context, instanceID, host string) (Host, error)
+}
+
+// HostRoom is an active host's load: its instances (pool members included) and free slots.
+type HostRoom struct {
+	Name      string
+	Instances int
+	Free      int
 }
 
 // ErrNoRoom is what a Placer returns when no active host has a free slot.

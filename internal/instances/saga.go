@@ -48,32 +48,43 @@ func (s *Service) enqueueProvision(ctx context.Context, id string) error {
 // storing it only repeats that step.
 const (
 	stepPlaced       = "placed"
-	stepDNS          = "dns"
 	stepLaunched     = "launched"
 	stepCapsVerified = "caps_verified"
 	stepHealthy      = "healthy"
+	stepDNS          = "dns"
 	stepOwner        = "owner"
 	stepActive       = "active"
 	stepEmailed      = "emailed"
 )
 
-// step is one stored step of the saga: its name in the step column, what the timeline
-// calls it, and what it does. host is the instance's host (zero before placement).
+// phase says whom a step serves. The host phase starts a ready n8n that belongs to nobody
+// yet: a pool member stops after it and waits for a payment. The hand-over phase gives the
+// n8n to its customer: their name in DNS, their owner account, their email.
+type phase int
+
+const (
+	hostPhase phase = iota
+	handOverPhase
+)
+
+// step is one stored step of the saga: its name in the step column, its phase, what the
+// timeline calls it, and what it does. host is the instance's host (zero before placement).
 type step struct {
 	name  string
+	phase phase
 	title string
 	run   func(s *Service, ctx context.Context, in *Instance, host Host) (outcome, error)
 }
 
 var saga = []step{
-	{stepPlaced, "placement", (*Service).place},
-	{stepDNS, "DNS", (*Service).upsertDNS},
-	{stepLaunched, "launch", (*Service).launch},
-	{stepCapsVerified, "resource caps", (*Service).verifyCaps},
-	{stepHealthy, "readiness", (*Service).checkReady},
-	{stepOwner, "owner setup", (*Service).setupOwner},
-	{stepActive, "activation", (*Service).activate},
-	{stepEmailed, "credentials email", (*Service).emailCredentials},
+	{stepPlaced, hostPhase, "placement", (*Service).place},
+	{stepLaunched, hostPhase, "launch", (*Service).launch},
+	{stepCapsVerified, hostPhase, "resource caps", (*Service).verifyCaps},
+	{stepHealthy, hostPhase, "readiness", (*Service).checkReady},
+	{stepDNS, handOverPhase, "DNS", (*Service).upsertDNS},
+	{stepOwner, handOverPhase, "owner setup", (*Service).setupOwner},
+	{stepActive, handOverPhase, "activation", (*Service).activate},
+	{stepEmailed, handOverPhase, "credentials email", (*Service).emailCredentials},
 }
 
 // Steps lists the provisioning steps in order, as the instance's step field reports them.
@@ -105,19 +116,30 @@ func (w *provisionWorker) NextRetry(job *river.Job[ProvisionArgs]) time.Time {
 }
 
 func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
-	s := w.s
-	in, err := s.jobInstance(ctx, job.Args.InstanceID)
+	return w.s.runSaga(ctx, job.Args.InstanceID, handOverPhase)
+}
+
+// runSaga runs the instance's steps after its stored one, up to the last step of phase
+// last: the hand-over phase for a customer's instance, the host phase for a pool member.
+func (s *Service) runSaga(ctx context.Context, id string, last phase) error {
+	in, err := s.jobInstance(ctx, id)
 	if err != nil {
 		return err
 	}
 	if in.Status == Failed && in.FailureReason == reasonCompromised {
 		return s.ensureReplacement(ctx, &in) // a crash may have come between the two halves
 	}
-	if in.Status != Pending && in.Status != Provisioning && !(in.Status == Active && in.EmailedAt == nil) {
-		return nil // done, failed, or taken over by the lifecycle jobs
+	if !sagaRuns(in, last) {
+		return nil // done, failed, claimed, or taken over by the lifecycle jobs
 	}
 	for _, st := range stepsAfter(in.Step) {
+		if st.phase > last {
+			return s.memberReady(ctx, &in)
+		}
 		out, err := s.attempt(ctx, st, &in)
+		if errors.Is(err, errNoRoomForMember) {
+			return s.retireMember(ctx, &in, "no host has room for it")
+		}
 		if err != nil {
 			return s.stepFailed(ctx, &in, st, err)
 		}
@@ -132,6 +154,16 @@ func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 		}
 	}
 	return nil
+}
+
+// sagaRuns reports whether a saga run up to phase last has work on in. A pool member's
+// run (host phase) stops once a payment claims it: the claim starts the customer's own
+// job, a separate kind, so the two never run the same step.
+func sagaRuns(in Instance, last phase) bool {
+	if last == hostPhase {
+		return in.Status == Warm
+	}
+	return in.Status == Pending || in.Status == Provisioning || in.Status == Active && in.EmailedAt == nil
 }
 
 // stepDone stores the step with its outcome and clears its retry state.
@@ -209,6 +241,14 @@ func runEndsWithin(ctx context.Context, d time.Duration) bool {
 	return ok && time.Until(deadline) < d
 }
 
+// describe names an instance for the operator: whose it is, or that it is a pool member.
+func describe(in *Instance) string {
+	if in.ClientID == "" {
+		return fmt.Sprintf("pool member %s (%s, plan %s)", in.ID, in.Slug, in.PlanID)
+	}
+	return fmt.Sprintf("instance %s (%s) of client %s", in.ID, in.Slug, in.ClientID)
+}
+
 func deref(p *string) string {
 	if p == nil {
 		return ""
@@ -236,8 +276,8 @@ func (s *Service) blocked(ctx context.Context, in *Instance, st step, cause erro
 	since := *in.StepBlockedSince
 	if !in.StepAlerted && now.Sub(since) >= s.cfg.AlertAfter {
 		in.StepAlerted, set["step_alerted"] = true, true
-		s.alert(ctx, "Provisioning stuck: instance %s (%s) of client %s has been blocked at step %s for %s (%d failed attempts): %s; it is compensated if still blocked at %s",
-			in.ID, in.Slug, in.ClientID, st.title, now.Sub(since).Round(time.Second), in.StepAttempts, apperr.Message(cause),
+		s.alert(ctx, "Provisioning stuck: %s has been blocked at step %s for %s (%d failed attempts): %s; it is compensated if still blocked at %s",
+			describe(in), st.title, now.Sub(since).Round(time.Second), in.StepAttempts, apperr.Message(cause),
 			since.Add(s.cfg.StepDeadline).Format(time.RFC3339))
 	}
 	if len(set) == 0 {
@@ -265,8 +305,8 @@ func (s *Service) stepFailed(ctx context.Context, in *Instance, st step, err err
 	if apperr.Is(err, apperr.Invalid) || left <= 0 {
 		reason := fmt.Sprintf("step %s failed: %s", st.name, apperr.Message(err))
 		s.compensate(ctx, in, reason, true)
-		s.alert(ctx, "Provisioning failed: instance %s (%s) of client %s gave up at step %s after %d attempts over %s: %s",
-			in.ID, in.Slug, in.ClientID, st.name, attempts, s.now().Sub(since).Round(time.Second), err.Error())
+		s.alert(ctx, "Provisioning failed: %s gave up at step %s after %d attempts over %s: %s",
+			describe(in), st.name, attempts, s.now().Sub(since).Round(time.Second), err.Error())
 		return river.JobCancel(err)
 	}
 	delay := min(queue.Backoff(attempts), left)
@@ -293,6 +333,12 @@ const roomPoll = 5 * time.Second
 
 func (s *Service) place(ctx context.Context, in *Instance, _ Host) (outcome, error) {
 	host, err := s.cfg.Placer.Assign(ctx, in.ID)
+	if errors.Is(err, ErrNoRoom) && in.Status == Warm {
+		return outcome{}, errNoRoomForMember // the pool never waits for room: customers do
+	}
+	if errors.Is(err, ErrNoRoom) && s.evictMember(ctx) {
+		host, err = s.cfg.Placer.Assign(ctx, in.ID) // a pool member gave its slot up
+	}
 	if errors.Is(err, ErrNoRoom) {
 		waiting, herr := s.store.HasEvent(ctx, in.ID, "waiting_for_host")
 		if herr == nil && !waiting {
@@ -304,7 +350,11 @@ func (s *Service) place(ctx context.Context, in *Instance, _ Host) (outcome, err
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{set: map[string]any{"status": Provisioning}, message: "placed on host " + host.Name}, nil
+	set := map[string]any{}
+	if in.Status == Pending {
+		set["status"] = Provisioning
+	}
+	return outcome{set: set, message: "placed on host " + host.Name}, nil
 }
 
 func (s *Service) upsertDNS(ctx context.Context, in *Instance, host Host) (outcome, error) {

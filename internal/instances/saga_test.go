@@ -122,6 +122,14 @@ func (w *world) Assign(ctx context.Context, id string) (Host, error) {
 	return w.host, w.store.Apply(ctx, id, map[string]any{"host": w.host.Name}, "", "")
 }
 
+// AssignTo places on the one host, as Assign does.
+func (w *world) AssignTo(ctx context.Context, id, _ string) (Host, error) { return w.Assign(ctx, id) }
+
+// Capacity reports the one host, with room.
+func (w *world) Capacity(context.Context) ([]HostRoom, error) {
+	return []HostRoom{{Name: w.host.Name, Free: 10}}, nil
+}
+
 func (w *world) Host(context.Context, string) (Host, error) { return w.host, nil }
 func (w *world) Hosts(context.Context) ([]Host, error)      { return []Host{w.host}, nil }
 
@@ -244,6 +252,20 @@ type sagaTest struct {
 // newSagaTest reserves one paid instance on a fresh database.
 func newSagaTest(t *testing.T) *sagaTest {
 	t.Helper()
+	st := newSagaWorld(t, billing.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: billing.DefaultN8nImage}})
+	err := st.service().Reconcile(st.ctx, Subscription{ID: "sub_1", ClientID: "cus_1", Email: "ada@example.com",
+		Name: "Ada Lovelace", Locale: "en", PlanID: "starter", Run: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := st.cfg.Store.BySubscription(st.ctx, "sub_1")
+	st.id = list[0].ID
+	return st
+}
+
+// newSagaWorld is a fresh database with one host and the subscription sub_1, selling plans.
+func newSagaWorld(t *testing.T, plans billing.Plans) *sagaTest {
+	t.Helper()
 	t.Parallel()
 	db := dbtest.Open(t, database.SQLite)
 	key, _ := secret.NewKey()
@@ -270,16 +292,8 @@ func newSagaTest(t *testing.T) *sagaTest {
 	w.store = NewStore(db.Gorm, clock.Now)
 	st.cfg = Config{
 		Store: w.store, Keys: keys, Placer: w, DNS: w, Agent: w, App: w, Notifier: w, Queue: w,
-		Plans:      billing.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: billing.DefaultN8nImage}},
-		BaseDomain: "n8n.example.com", Now: clock.Now, Sleep: clock.Sleep,
+		Plans: plans, BaseDomain: "n8n.example.com", Now: clock.Now, Sleep: clock.Sleep,
 	}
-	err = st.service().Reconcile(st.ctx, Subscription{ID: "sub_1", ClientID: "cus_1", Email: "ada@example.com",
-		Name: "Ada Lovelace", Locale: "en", PlanID: "starter", Run: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, _ := st.cfg.Store.BySubscription(st.ctx, "sub_1")
-	st.id = list[0].ID
 	return st
 }
 

@@ -51,6 +51,9 @@ type Config struct {
 	SweepInterval time.Duration
 	// DoctorInterval is how often the doctor looks for drift (default 1h).
 	DoctorInterval time.Duration
+	// PoolInterval is how often the warm pool is checked against its targets, besides
+	// after every claim (default 30s).
+	PoolInterval time.Duration
 	// Billing tells whether billing events are processed; deletions wait while they are not.
 	Billing BillingHealth
 	// Now is the clock (default time.Now) and Sleep waits on it (default a timer), so that
@@ -97,6 +100,9 @@ func NewService(cfg Config) *Service {
 	if cfg.DoctorInterval == 0 {
 		cfg.DoctorInterval = time.Hour
 	}
+	if cfg.PoolInterval == 0 {
+		cfg.PoolInterval = 30 * time.Second
+	}
 	if cfg.StepDeadline == 0 {
 		cfg.StepDeadline = 30 * time.Minute
 	}
@@ -131,6 +137,8 @@ func sleep(ctx context.Context, d time.Duration) error {
 // Register adds the service's job workers.
 func (s *Service) Register(workers *river.Workers) {
 	river.AddWorker(workers, &provisionWorker{s: s})
+	river.AddWorker(workers, &fillWorker{s: s})
+	river.AddWorker(workers, &refillWorker{s: s})
 	river.AddWorker(workers, &actionWorker{s: s})
 	river.AddWorker(workers, &sweepWorker{s: s})
 	river.AddWorker(workers, &doctorWorker{s: s})
@@ -179,7 +187,7 @@ func (s *Service) Reconcile(ctx context.Context, sub Subscription) error {
 	in := liveInstance(list)
 	switch {
 	case sub.Run && in == nil:
-		_, err := s.create(ctx, sub, plan)
+		_, err := s.start(ctx, sub, plan)
 		if errors.Is(err, ErrSubscriptionHasInstance) {
 			return s.Reconcile(ctx, sub) // another worker created it just now: act on that one
 		}
@@ -276,22 +284,26 @@ func (s *Service) create(ctx context.Context, sub Subscription, plan billing.Pla
 	if err := s.sealSecrets(in); err != nil {
 		return nil, err
 	}
-	for attempt := 0; ; attempt++ {
-		slug, err := newSlug()
-		if err != nil {
-			return nil, err
-		}
-		in.Slug, in.URL = slug, "https://"+slug+"."+s.cfg.BaseDomain
-		err = s.store.Create(ctx, in)
-		if err == nil {
-			break
-		}
-		if !apperr.Is(err, apperr.Conflict) || errors.Is(err, ErrSubscriptionHasInstance) || attempt == 5 {
-			return nil, err
-		}
+	if err := s.reserve(ctx, in); err != nil {
+		return nil, err
 	}
 	s.log.Info("instance reserved", "instance", in.ID, "client", in.ClientID, "slug", in.Slug, "plan", in.PlanID)
 	return in, s.enqueueProvision(ctx, in.ID)
+}
+
+// reserve stores in under a fresh random slug, drawing again when one is taken.
+func (s *Service) reserve(ctx context.Context, in *Instance) error {
+	for attempt := 0; ; attempt++ {
+		slug, err := newSlug()
+		if err != nil {
+			return err
+		}
+		in.Slug, in.URL = slug, "https://"+slug+"."+s.cfg.BaseDomain
+		err = s.store.Create(ctx, in)
+		if err == nil || !apperr.Is(err, apperr.Conflict) || errors.Is(err, ErrSubscriptionHasInstance) || attempt == 5 {
+			return err
+		}
+	}
 }
 
 func (s *Service) sealSecrets(in *Instance) error {
@@ -358,6 +370,9 @@ func (s *Service) Retry(ctx context.Context, id string) (Instance, error) {
 	}
 	if in.Status != Failed || in.FailureReason == reasonCompromised {
 		return in, apperr.New(apperr.Conflict, "only a failed instance can be retried (this one is %s)", in.Status)
+	}
+	if in.ClientID == "" {
+		return in, apperr.New(apperr.Conflict, "a failed pool member is not retried: the pool starts a new one by itself")
 	}
 	err = s.store.Apply(ctx, id, map[string]any{"status": Pending, "step": "", "failure_reason": "", "host": nil, "dns_record_id": "",
 		"step_attempts": 0, "step_blocked_since": nil, "step_alerted": false},

@@ -116,7 +116,11 @@ func (s *Store) Create(ctx context.Context, in *Instance) error {
 		if err := tx.Create(in).Error; err != nil {
 			return err
 		}
-		return tx.Create(&Event{InstanceID: in.ID, At: in.CreatedAt, Kind: "created", Message: "instance requested"}).Error
+		message := "instance requested"
+		if in.Status == Warm {
+			message = "pool member requested for plan " + in.PlanID
+		}
+		return tx.Create(&Event{InstanceID: in.ID, At: in.CreatedAt, Kind: "created", Message: message}).Error
 	})
 	switch {
 	case database.IsUniqueViolation(err) && strings.Contains(err.Error(), "subscription"):

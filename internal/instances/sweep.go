@@ -24,6 +24,9 @@ func (s *Service) PeriodicJobs() []*river.PeriodicJob {
 		river.NewPeriodicJob(river.PeriodicInterval(s.cfg.DoctorInterval), func() (river.JobArgs, *river.InsertOpts) {
 			return DoctorArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
 		}, nil),
+		river.NewPeriodicJob(river.PeriodicInterval(s.cfg.PoolInterval), func() (river.JobArgs, *river.InsertOpts) {
+			return PoolRefillArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
+		}, &river.PeriodicJobOpts{RunOnStart: true}),
 	}
 }
 
