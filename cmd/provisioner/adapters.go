@@ -192,6 +192,14 @@ func (a n8nApp) SetupOwner(ctx context.Context, ingressURL, fqdn string, o insta
 	return n8nNotYet(err)
 }
 
+func (a n8nApp) Unclaimed(ctx context.Context, ingressURL, fqdn string) error {
+	err := a.client(ingressURL, fqdn).Unclaimed(ctx)
+	if errors.Is(err, n8n.ErrOwnerAlreadySetup) {
+		return fmt.Errorf("%w: %w", instances.ErrOwnerAlreadySetup, err)
+	}
+	return n8nNotYet(err)
+}
+
 func (a n8nApp) Login(ctx context.Context, ingressURL, fqdn, email, password string) error {
 	return a.client(ingressURL, fqdn).Login(ctx, email, password)
 }

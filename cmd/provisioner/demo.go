@@ -61,6 +61,7 @@ type demoOptions struct {
 	dir        string
 	hosts      int
 	purchases  int
+	warm       int
 	readyAfter time.Duration
 	timeout    time.Duration
 	addr       string
@@ -81,6 +82,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	f.StringVar(&o.dir, "dir", "", "`directory` for the database, outbox, sandbox and logs; must be empty (default: a new temporary directory, kept)")
 	f.IntVar(&o.hosts, "hosts", 2, "number of fake host VMs, 1-20")
 	f.IntVar(&o.purchases, "purchases", 1, "number of customers who buy at once, 1-50 (placement is round-robin)")
+	f.IntVar(&o.warm, "warm", 0, "warm pool size, 0-50: n8n instances started before the purchases, so that as many are handed over at once (the rest take the cold path)")
 	f.DurationVar(&o.readyAfter, "ready-after", 2*time.Second, "how long each fake n8n boots before it is ready (real n8n: ~8s)")
 	f.DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long every instance has, from its payment, to be active and emailed")
 	f.StringVar(&o.addr, "addr", "127.0.0.1:0", "`host:port` the service listens on (port 0: a free one)")
@@ -94,6 +96,8 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return errors.New("demo: --hosts must be between 1 and 20")
 	case o.purchases < 1 || o.purchases > 50:
 		return errors.New("demo: --purchases must be between 1 and 50")
+	case o.warm < 0 || o.warm > 50:
+		return errors.New("demo: --warm must be between 0 and 50")
 	case o.readyAfter < 0 || o.readyAfter > 10*time.Minute:
 		return errors.New("demo: --ready-after must be between 0 and 10m")
 	case o.timeout <= 0:
@@ -220,6 +224,9 @@ func (d *demo) run(ctx context.Context, getenv func(string) string) (err error) 
 	if err := d.registerHosts(ctx); err != nil {
 		return err
 	}
+	if err := d.waitPool(ctx); err != nil {
+		return err
+	}
 
 	for i := range d.opts.purchases {
 		if err := d.buy(ctx, i); err != nil {
@@ -299,6 +306,7 @@ func (d *demo) startWorld(ctx context.Context) error {
 // startStripe serves the fake Stripe on a loopback port with the built-in plan's price.
 func (d *demo) startStripe() (string, func(), error) {
 	d.plan = billing.DefaultPlans()[0]
+	d.plan.Warm = d.opts.warm
 	key, err := demoToken("sk_test_demo_")
 	if err != nil {
 		return "", nil, err
@@ -409,6 +417,36 @@ func (d *demo) registerHosts(ctx context.Context) error {
 	}
 	d.printf("  hosts registered  POST /v1/hosts %s → 201\n", strings.Join(names, ", "))
 	return nil
+}
+
+// waitPool waits until the warm pool (--warm) is ready, as GET /v1/pool reports it.
+func (d *demo) waitPool(ctx context.Context) error {
+	if d.opts.warm == 0 {
+		return nil
+	}
+	d.printf("\nWarm pool\n")
+	t0 := time.Now()
+	for {
+		var pool struct {
+			Plans []struct{ Ready, Filling, Target int }
+		}
+		if _, err := d.call(ctx, "GET", "/v1/pool", d.adminKey, nil, http.StatusOK, &pool); err != nil {
+			return err
+		}
+		if len(pool.Plans) > 0 && pool.Plans[0].Ready >= d.opts.warm {
+			d.printf("  pool     GET /v1/pool → %d of %d n8n ready for plan %s after %.1fs, started before anyone paid\n",
+				pool.Plans[0].Ready, pool.Plans[0].Target, d.plan.ID, time.Since(t0).Seconds())
+			return nil
+		}
+		if time.Since(t0) > d.opts.timeout {
+			return fmt.Errorf("demo: the warm pool was not ready within %s", d.opts.timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // buy plays purchase i: the portal's checkout, the customer paying on Stripe, and Stripe's
@@ -683,6 +721,7 @@ func (d *demo) summary(ctx context.Context) error {
 			}
 		}
 		d.printf("    container  %s\n", ctrLine)
+		d.printf("    path       %s\n", pathOf(in, p.paidAt))
 		app := n8n.New(n8n.Config{IngressURL: host.IngressURL, Host: fqdn, HTTPClient: d.hc})
 		if err := app.Login(ctx, p.email, p.password); err != nil {
 			d.printf("    login      FAILED: %s with the emailed password: %v\n", p.email, err)
@@ -700,6 +739,22 @@ func (d *demo) summary(ctx context.Context) error {
 		return fmt.Errorf("demo: the emailed password does not log in for %s", strings.Join(failed, ", "))
 	}
 	return nil
+}
+
+// pathOf says how the instance came to be, from its timeline: handed over from the warm
+// pool, or started for the purchase (the cold path), and how long the email took.
+func pathOf(in demoInstance, paid time.Time) string {
+	path := "cold (a new container, started after the payment)"
+	var emailed time.Time
+	for _, ev := range in.Timeline {
+		if ev.Kind == "assigned" {
+			path = "warm (a pool member, started and ready before the payment)"
+		}
+		if ev.Kind == "step" && strings.HasPrefix(ev.Message, "login details emailed") {
+			emailed = ev.At
+		}
+	}
+	return fmt.Sprintf("%s: credentials emailed %.1fs after the payment", path, emailed.Sub(paid).Seconds())
 }
 
 // keepServing prints how to use what is running and waits for Ctrl-C.

@@ -133,3 +133,23 @@ func TestDemoRefusesBadInput(t *testing.T) {
 		}
 	}
 }
+
+// With a warm pool smaller than the purchases, the demo shows both paths.
+func TestDemoShowsTheWarmAndTheColdPath(t *testing.T) {
+	t.Parallel()
+	out, _, err := runDemoForTest(t, "--dir", t.TempDir(), "--ready-after", "1s", "--purchases", "2", "--warm", "1", "--hosts", "1")
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"GET /v1/pool → 1 of 1 n8n ready for plan starter",
+		"assigned: a warm n8n from the pool is yours (warm path)",
+		"cold_start: no warm n8n of plan starter was ready",
+		"path       warm (a pool member",
+		"path       cold (a new container",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output lacks %q:\n%s", want, out)
+		}
+	}
+}

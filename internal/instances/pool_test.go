@@ -325,3 +325,21 @@ func TestMigration00006(t *testing.T) {
 		}
 	})
 }
+
+// A member whose owner someone else set up before any payment is never handed out: it is
+// failed, the operator is told, and the pool starts another.
+func TestClaimedByAStrangerIsNeverHandedOut(t *testing.T) {
+	st := newSagaWorld(t, billing.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: billing.DefaultN8nImage, Warm: 1}})
+	st.world.fail("unclaimed", ErrOwnerAlreadySetup)
+	st.fillPool()
+	if m := st.members(); len(m) != 0 {
+		t.Fatalf("the stranger's member is in the pool: %+v", m)
+	}
+	if st.world.alertsWith("Provisioning failed") != 1 {
+		t.Errorf("alerts = %q", st.world.alerts)
+	}
+	st.fillPool()
+	if in := st.pay("sub_1", "cus_1"); len(st.events("assigned")) != 1 {
+		t.Errorf("the payment did not get the fresh member: %s, %q", in.Status, st.events("cold_start"))
+	}
+}

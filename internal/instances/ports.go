@@ -86,6 +86,10 @@ type App interface {
 	// error for which errors.Is(err, ErrOwnerAlreadySetup) when n8n has an owner already,
 	// and one for which errors.Is(err, ErrNotYet) while n8n's REST routes are not mounted.
 	SetupOwner(ctx context.Context, ingressURL, fqdn string, owner Owner, guardUser, guardPassword string) error
+	// Unclaimed returns nil once n8n serves its REST routes and has no owner yet; an error
+	// for which errors.Is(err, ErrOwnerAlreadySetup) when it has one, and one for which
+	// errors.Is(err, ErrNotYet) while its routes are not mounted.
+	Unclaimed(ctx context.Context, ingressURL, fqdn string) error
 	// Login checks that email and password open the instance (apperr.Unauthorized if not).
 	Login(ctx context.Context, ingressURL, fqdn, email, password string) error
 	GeneratePassword() (string, error)

@@ -426,12 +426,24 @@ func (s *Service) verifyCaps(ctx context.Context, in *Instance, host Host) (outc
 	return s.verifyCapsOf(ctx, in, host, true)
 }
 
-// checkReady asks n8n's readiness; while n8n starts, the attempt loop asks again.
+// checkReady asks n8n's readiness; while n8n starts, the attempt loop asks again. A pool
+// member waits on until its REST routes answer too, so that its hand-over takes one owner
+// setup request; one whose owner someone else set up is never handed out.
 func (s *Service) checkReady(ctx context.Context, in *Instance, host Host) (outcome, error) {
 	if err := s.cfg.App.Ready(ctx, host.IngressURL, s.fqdn(in)); err != nil {
 		return outcome{}, err
 	}
-	return outcome{message: "n8n is up and ready"}, nil
+	if in.Status != Warm {
+		return outcome{message: "n8n is up and ready"}, nil
+	}
+	err := s.cfg.App.Unclaimed(ctx, host.IngressURL, s.fqdn(in))
+	if errors.Is(err, ErrOwnerAlreadySetup) {
+		return outcome{}, apperr.Wrap(apperr.Invalid, err, "security: someone set up the owner of this pool member")
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	return outcome{message: "n8n is up, ready and has no owner yet: waiting in the pool"}, nil
 }
 
 func (s *Service) activate(_ context.Context, in *Instance, _ Host) (outcome, error) {

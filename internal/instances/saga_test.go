@@ -189,6 +189,18 @@ func (w *world) SetupOwner(_ context.Context, _, fqdn string, o Owner, _, _ stri
 	return nil
 }
 
+func (w *world) Unclaimed(_ context.Context, _, fqdn string) error {
+	if err := w.take("unclaimed"); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, ok := w.owners[fqdn]; ok {
+		return ErrOwnerAlreadySetup
+	}
+	return nil
+}
+
 func (w *world) Login(_ context.Context, _, fqdn, _, password string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()

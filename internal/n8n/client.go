@@ -300,6 +300,41 @@ func (c *Client) WaitReady(ctx context.Context, interval time.Duration) error {
 	}
 }
 
+// Unclaimed asks GET /rest/settings whether the instance serves its REST routes and still
+// waits for its owner (userManagement.showSetupOnFirstLoad): nil when both hold;
+// apperr.Conflict wrapping ErrOwnerAlreadySetup when it has an owner; apperr.Unavailable
+// wrapping ErrStarting while the routes are not mounted (404, 502-504, the start-up page).
+// A warm pool member is handed out only once this is nil: its owner setup then takes one
+// request, and nobody got to it first.
+func (c *Client) Unclaimed(ctx context.Context) error {
+	resp, err := c.do(ctx, http.MethodGet, "/rest/settings", nil, nil)
+	if err != nil {
+		if notYet(err) {
+			return apperr.Wrap(apperr.Unavailable, ErrStarting, "n8n on %s is not serving yet: %v", c.host, err)
+		}
+		return err
+	}
+	var body struct {
+		Data *struct {
+			UserManagement struct {
+				ShowSetupOnFirstLoad *bool `json:"showSetupOnFirstLoad"`
+			} `json:"userManagement"`
+		} `json:"data"`
+	}
+	switch {
+	case resp.status == http.StatusNotFound || resp.status == http.StatusServiceUnavailable ||
+		resp.status == http.StatusBadGateway || resp.status == http.StatusGatewayTimeout:
+		return apperr.Wrap(apperr.Unavailable, ErrStarting, "n8n on %s is not serving its REST routes yet (HTTP %d)", c.host, resp.status)
+	case resp.status != http.StatusOK:
+		return c.statusError(resp, "settings")
+	case json.Unmarshal(resp.body, &body) != nil || body.Data == nil || body.Data.UserManagement.ShowSetupOnFirstLoad == nil:
+		return apperr.Wrap(apperr.Unavailable, ErrStarting, "n8n on %s is still starting (settings answered 200 without them)", c.host)
+	case !*body.Data.UserManagement.ShowSetupOnFirstLoad:
+		return apperr.Wrap(apperr.Conflict, ErrOwnerAlreadySetup, "n8n: %s already has an owner", c.host)
+	}
+	return nil
+}
+
 // SetupOwner creates the instance owner through POST /rest/owner/setup, sending guard as
 // Basic credentials for the ingress. It returns nil when this call created the owner;
 // apperr.Conflict wrapping ErrOwnerAlreadySetup when an owner exists (ours from an earlier

@@ -360,3 +360,38 @@ func statusServer(t *testing.T, status int, body string) string {
 	t.Cleanup(ts.Close)
 	return ts.URL
 }
+
+// Unclaimed is what a warm pool member waits for: REST routes mounted, and no owner. It
+// is starting while migrating and while the routes are not mounted, and a conflict once
+// anyone has set up the owner.
+func TestUnclaimedFollowsRoutesAndOwner(t *testing.T) {
+	t.Parallel()
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	srv := &n8ntest.Server{ReadyAfter: 6 * time.Second, RESTLag: 3 * time.Second, Now: clk.Now}
+	srv.Start()
+	c := setup(t, srv)
+	ctx := t.Context()
+
+	starting := func(when string) {
+		t.Helper()
+		err := c.Unclaimed(ctx)
+		if !errors.Is(err, n8n.ErrStarting) || apperr.KindOf(err) != apperr.Unavailable {
+			t.Fatalf("Unclaimed %s = %v, want Unavailable wrapping ErrStarting", when, err)
+		}
+	}
+	starting("while migrating")
+	clk.Advance(6 * time.Second)
+	starting("once ready, before the REST routes")
+	clk.Advance(3 * time.Second)
+	if err := c.Unclaimed(ctx); err != nil {
+		t.Fatalf("Unclaimed once mounted = %v", err)
+	}
+	if err := c.SetupOwner(ctx, ours, n8n.BasicAuth{}); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Unclaimed(ctx)
+	wantKind(t, err, apperr.Conflict)
+	if !errors.Is(err, n8n.ErrOwnerAlreadySetup) {
+		t.Fatalf("error %v does not wrap ErrOwnerAlreadySetup", err)
+	}
+}
