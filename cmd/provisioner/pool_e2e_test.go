@@ -99,3 +99,34 @@ func TestBurstLargerThanThePool(t *testing.T) {
 		})
 	}
 }
+
+// Capacity counts pool members, and customers come first: a host full of members still
+// sells (checkout counts a ready member as room), the customer of another plan takes a
+// member's slot, and draining the host recycles the rest.
+func TestPoolMembersHoldSlotsButCustomersComeFirst(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t, e2eOptions{plans: warmPlans(2), env: map[string]string{"PROVISIONER_POOL_INTERVAL": "1s"}})
+	e.start()
+	e.addHost("nuc", 2)
+	e.waitPoolReady(2)
+	var hostsList struct{ Hosts []struct{ Instances int } }
+	e.mustAPI("GET", "/v1/hosts", e2eAdminKey, nil, 200, &hostsList)
+	if hostsList.Hosts[0].Instances != 2 {
+		t.Errorf("the host counts %d instances, want its 2 pool members", hostsList.Hosts[0].Instances)
+	}
+
+	e.purchase("cus_pro", "pro") // no pool for pro, no free slot
+	e.waitInstance("cus_pro", "active", time.Minute)
+	if p := e.pool(); p.Ready+p.Filling != 1 {
+		t.Errorf("pool = %+v, want one member left after giving its slot up", p)
+	}
+
+	e.mustAPI("PATCH", "/v1/hosts/nuc", e2eAdminKey, map[string]any{"state": "draining"}, 200, nil)
+	waitFor(t, 30*time.Second, "the drained host's members to be recycled", func() bool {
+		cs, _ := e.world.Containers("nuc")
+		return len(cs) == 1 // the customer's
+	})
+	if p := e.pool(); p.Ready != 0 || len(p.Hosts) != 0 {
+		t.Errorf("pool after the drain = %+v", p)
+	}
+}

@@ -183,11 +183,21 @@ func (s *Service) evictMember(ctx context.Context) bool {
 
 func (s *Service) activeHosts(ctx context.Context) (map[string]bool, error) {
 	hosts, err := s.cfg.Placer.Capacity(ctx)
-	active := map[string]bool{}
+	return namesOf(hosts), err
+}
+
+func namesOf(hosts []HostRoom) map[string]bool {
+	names := map[string]bool{}
 	for _, h := range hosts {
-		active[h.Name] = true
+		names[h.Name] = true
 	}
-	return active, err
+	return names
+}
+
+// fits reports whether member m still runs what its plan sells.
+func (s *Service) fits(m *Instance) bool {
+	plan, ok := s.cfg.Plans.Find(m.PlanID)
+	return ok && m.spec() == specOf(plan)
 }
 
 // poolCount is one plan's members on one host.
@@ -204,8 +214,8 @@ func (s *Service) census(ctx context.Context, active map[string]bool) (map[strin
 	counts := map[string]map[string]*poolCount{}
 	for i := range members {
 		m := &members[i]
-		plan, ok := s.cfg.Plans.Find(m.PlanID)
-		fits := ok && m.spec() == specOf(plan)
+		_, sold := s.cfg.Plans.Find(m.PlanID)
+		fits := s.fits(m)
 		switch {
 		case m.Status == Deleting:
 			s.destroyMember(ctx, m, "recycle resumed")
@@ -216,7 +226,7 @@ func (s *Service) census(ctx context.Context, active map[string]bool) (map[strin
 			if fits {
 				count(counts, m).filling++
 			}
-		case !ok:
+		case !sold:
 			s.recycle(ctx, m, "plan "+m.PlanID+" is no longer sold")
 		case !fits:
 			s.recycle(ctx, m, "plan "+m.PlanID+" changed (resources or n8n image)")
@@ -250,11 +260,7 @@ func (s *Service) refill(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	active := map[string]bool{}
-	for _, h := range hosts {
-		active[h.Name] = true
-	}
-	counts, err := s.census(ctx, active)
+	counts, err := s.census(ctx, namesOf(hosts))
 	if err != nil {
 		return err
 	}
@@ -364,8 +370,7 @@ func (s *Service) Pool(ctx context.Context) ([]PoolPlan, error) {
 	counts := map[string]map[string]*poolCount{}
 	for i := range members {
 		m := &members[i]
-		plan, ok := s.cfg.Plans.Find(m.PlanID)
-		if m.Status != Warm || !ok || m.spec() != specOf(plan) {
+		if m.Status != Warm || !s.fits(m) {
 			continue
 		}
 		if m.Step == stepHealthy {

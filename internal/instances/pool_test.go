@@ -343,3 +343,48 @@ func TestClaimedByAStrangerIsNeverHandedOut(t *testing.T) {
 		t.Errorf("the payment did not get the fresh member: %s, %q", in.Status, st.events("cold_start"))
 	}
 }
+
+// The doctor knows pool members: their containers are no orphans, and a ready member
+// whose container vanished is drift.
+func TestDoctorKnowsPoolMembers(t *testing.T) {
+	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st.fillPool()
+	report, err := st.service().Doctor(st.ctx, false, nil)
+	if err != nil || report.Drift() {
+		t.Fatalf("doctor on a full pool: %v, %+v", err, report.Findings)
+	}
+	gone := st.members()[0]
+	st.world.mu.Lock()
+	delete(st.world.containers, gone.Slug)
+	st.world.mu.Unlock()
+	report, _ = st.service().Doctor(st.ctx, false, nil)
+	if len(report.Findings) != 1 || report.Findings[0].Kind != DriftMissingContainer || report.Findings[0].Instance != gone.ID {
+		t.Errorf("findings = %+v, want the member's missing container", report.Findings)
+	}
+}
+
+// Customers come before the pool: a payment that finds no free slot takes a ready
+// member's, and that member is recycled.
+func TestCustomerTakesAMembersSlot(t *testing.T) {
+	pro := billing.Plan{ID: "pro", CPUs: 1, MemoryMB: 2048, N8nImage: billing.DefaultN8nImage}
+	st := newSagaWorld(t, billing.Plans{warmPlan, pro})
+	st.fillPool()
+	st.exec(`UPDATE subscriptions SET plan_id = 'pro' WHERE id = 'sub_1'`)
+	err := st.service().Reconcile(st.ctx, Subscription{ID: "sub_1", ClientID: "cus_1", Email: "ada@example.com",
+		Name: "Ada", PlanID: "pro", Run: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := st.cfg.Store.BySubscription(st.ctx, "sub_1")
+	st.id = list[0].ID
+	st.world.fail("assign", fmt.Errorf("%w: full", ErrNoRoom)) // the hosts are full of members
+	if _, err := st.run(); err != nil || st.instance().Status != Active {
+		t.Fatalf("the customer was not served: %v, %s", err, st.instance().Status)
+	}
+	if n := len(st.members()); n != 1 {
+		t.Errorf("members = %d, want one recycled for the customer", n)
+	}
+	if len(st.events("waiting_for_host")) != 0 {
+		t.Error("the customer waited for room while a pool member held it")
+	}
+}

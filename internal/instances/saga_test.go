@@ -163,15 +163,28 @@ func (w *world) Run(_ context.Context, _ string, _ int, verb, slug string, setti
 		w.containers[slug] = settings
 	case "destroy":
 		delete(w.containers, slug)
+	case "list":
+		var list hostList
+		for slug, c := range w.containers {
+			list.Instances = append(list.Instances, w.statusOf(slug, c))
+		}
+		return json.Marshal(list)
 	case "status":
 		c, ok := w.containers[slug]
-		var cpus float64
-		var mem int
-		fmt.Sscan(c["CPUS"], &cpus)
-		fmt.Sscan(c["MEMORY_MB"], &mem)
-		return json.Marshal(containerStatus{Slug: slug, Exists: ok, Running: ok, CPUs: cpus, MemoryMB: mem})
+		st := w.statusOf(slug, c)
+		st.Exists, st.Running = ok, ok
+		return json.Marshal(st)
 	}
 	return json.RawMessage(`{"ok":true}`), nil
+}
+
+// statusOf is what n8nctl status reports of a running container started with settings c.
+func (w *world) statusOf(slug string, c map[string]string) containerStatus {
+	var cpus float64
+	var mem int
+	fmt.Sscan(c["CPUS"], &cpus)
+	fmt.Sscan(c["MEMORY_MB"], &mem)
+	return containerStatus{Slug: slug, Exists: true, Running: true, Image: c["IMAGE"], CPUs: cpus, MemoryMB: mem}
 }
 
 func (w *world) Ready(context.Context, string, string) error { return w.take("ready") }
