@@ -328,7 +328,7 @@ func TestProvisionCreatesCappedContainerBehindTraefik(t *testing.T) {
 		"--pids-limit 512", "--restart unless-stopped", "--network proxy",
 		"--env-file " + filepath.Join(h.root, "acme", "env"),
 		"--label-file " + filepath.Join(h.root, "acme", "labels"),
-		"-v " + dataDir + ":/home/node/.n8n", imageV1,
+		"-v " + dataDir + ":/home/node/.n8n", "-v " + dataDir + "/files:/home/node/files", imageV1,
 	} {
 		if !strings.Contains(runs[0], " "+arg) {
 			t.Errorf("docker run lacks %q: %s", arg, runs[0])
@@ -349,7 +349,10 @@ func TestProvisionCreatesCappedContainerBehindTraefik(t *testing.T) {
 		"N8N_EDITOR_BASE_URL=https://acme.n8n.example.com/", "N8N_DIAGNOSTICS_ENABLED=false",
 		"N8N_PERSONALIZATION_ENABLED=false", "EXECUTIONS_DATA_PRUNE=true",
 		"EXECUTIONS_DATA_MAX_AGE=336", "GENERIC_TIMEZONE=Europe/Madrid", "TZ=Europe/Madrid",
-		"N8N_RUNNERS_ENABLED=true",
+		"N8N_RUNNERS_ENABLED=true", "N8N_BLOCK_ENV_ACCESS_IN_NODE=true", "N8N_BLOCK_FILE_ACCESS_TO_N8N_FILES=true",
+		"N8N_RESTRICT_FILE_ACCESS_TO=/home/node/files", "EXECUTIONS_DATA_PRUNE_MAX_COUNT=10000",
+		`NODES_EXCLUDE=["n8n-nodes-base.executeCommand","n8n-nodes-base.localFileTrigger"]`,
+		"N8N_DEFAULT_BINARY_DATA_MODE=filesystem", "N8N_PAYLOAD_SIZE_MAX=16", "N8N_FORMDATA_FILE_SIZE_MAX=64",
 	} {
 		if !slices.Contains(strings.Split(env, "\n"), line) {
 			t.Errorf("env file lacks %q:\n%s", line, env)
@@ -380,8 +383,10 @@ func TestProvisionCreatesCappedContainerBehindTraefik(t *testing.T) {
 		t.Errorf("network = %v", c["HostConfig"].(map[string]any)["NetworkMode"])
 	}
 	mounts := c["Mounts"].([]any)
-	if len(mounts) != 1 || mounts[0].(map[string]any)["Source"] != dataDir ||
-		mounts[0].(map[string]any)["Destination"] != "/home/node/.n8n" {
+	// The data volume, and its files directory where the customer's file nodes are confined.
+	if len(mounts) != 2 || mounts[0].(map[string]any)["Source"] != dataDir ||
+		mounts[0].(map[string]any)["Destination"] != "/home/node/.n8n" ||
+		mounts[1].(map[string]any)["Source"] != dataDir+"/files" || mounts[1].(map[string]any)["Destination"] != "/home/node/files" {
 		t.Errorf("mounts = %v", mounts)
 	}
 	if got := h.readFile("acme/image"); got != "IMAGE="+imageV1+"\n" {
