@@ -19,6 +19,8 @@ import (
 // names are a contract: operators' deployment files rely on them.
 type config struct {
 	Addr         string
+	// MetricsAddr, when set, serves /metrics without a key on a listener of its own.
+	MetricsAddr string
 	DataDir      string
 	DatabaseURL  string
 	MasterKey    []byte
@@ -59,6 +61,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		return c, envError("PROVISIONER_ADDR", errors.New("must be host:port, e.g. :8080 or 127.0.0.1:8080"))
+	}
+	if c.MetricsAddr = env("PROVISIONER_METRICS_ADDR", ""); c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return c, envError("PROVISIONER_METRICS_ADDR", errors.New("must be host:port on a private address, e.g. 127.0.0.1:9464"))
+		}
 	}
 	if !domainPattern.MatchString(c.BaseDomain) || len(c.BaseDomain) > 200 {
 		return c, envError("PROVISIONER_BASE_DOMAIN", fmt.Errorf("must be a DNS name such as n8n.example.com, got %q", c.BaseDomain))

@@ -272,3 +272,39 @@ func TestStartsWithNoEnvironmentAtAll(t *testing.T) {
 		t.Fatalf("the SQLite database is not in ./data: %v", err)
 	}
 }
+
+// Metrics are the operator's: the public listener wants the admin key, and
+// PROVISIONER_METRICS_ADDR serves them without one on an address of the operator's.
+func TestMetricsAreOffThePublicListener(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := ln.Addr().String()
+	ln.Close()
+	env := map[string]string{"PROVISIONER_DATA_DIR": t.TempDir(), "PROVISIONER_ADMIN_API_KEY": "adm_" + strings.Repeat("k", 32),
+		"PROVISIONER_METRICS_ADDR": metricsAddr}
+	s := start(t, env)
+	get := func(url, key string) int {
+		req, _ := http.NewRequest("GET", url, nil)
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if code := get(s.URL+"/metrics", ""); code != http.StatusUnauthorized {
+		t.Errorf("public /metrics without a key = %d, want 401", code)
+	}
+	if code := get(s.URL+"/metrics", env["PROVISIONER_ADMIN_API_KEY"]); code != http.StatusOK {
+		t.Errorf("public /metrics with the admin key = %d", code)
+	}
+	if code := get("http://"+metricsAddr+"/metrics", ""); code != http.StatusOK {
+		t.Errorf("PROVISIONER_METRICS_ADDR /metrics = %d", code)
+	}
+}

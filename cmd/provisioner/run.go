@@ -150,8 +150,20 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			srv.Close()
+			q.Stop(ctx)
+			return fmt.Errorf("PROVISIONER_METRICS_ADDR: %w", err)
+		}
+		metrics := &http.Server{Handler: api.Metrics(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- metrics.Serve(mln) }()
+		defer metrics.Close()
+		log.Info("metrics listening", "addr", mln.Addr().String())
+	}
 	go bill.Run(ctx) // enqueues stored webhook events as soon as they arrive
 	log.Info("listening", "addr", ln.Addr().String(), "base_domain", cfg.BaseDomain, "plans", len(cfg.Plans))
 

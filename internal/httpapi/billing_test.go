@@ -211,7 +211,7 @@ func TestWebhookAPI(t *testing.T) {
 		if res := e.call("GET", "/webhooks/payments/stripe", "", nil); res.Status != 405 {
 			t.Errorf("GET webhook = %d", res.Status)
 		}
-		metrics := e.call("GET", "/metrics", "", nil)
+		metrics := e.call("GET", "/metrics", adminKey, nil)
 		for _, want := range []string{
 			`provisioner_billing_webhooks_total{provider="stripe",result="stored"} 3`,
 			`provisioner_billing_webhooks_total{provider="stripe",result="duplicate"} 3`,

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"errors"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -42,8 +43,12 @@ func newMetrics(reg *prometheus.Registry) *metrics {
 	return m
 }
 
-func (s *Server) metricsHandler() echo.HandlerFunc {
-	return echo.WrapHandler(promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+func (s *Server) metricsHandler() echo.HandlerFunc { return echo.WrapHandler(s.Metrics()) }
+
+// Metrics serves the Prometheus metrics without authentication, for a listener of its
+// own on an address only the operator's network reaches (PROVISIONER_METRICS_ADDR).
+func (s *Server) Metrics() http.Handler {
+	return promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{})
 }
 
 // observe logs each request and counts it in the metrics. The route label is the route

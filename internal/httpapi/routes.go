@@ -17,7 +17,6 @@ func (s *Server) routes() {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", s.metricsHandler())
 	e.GET("/openapi.yaml", s.openapi)
 
 	// Payment providers' webhooks: authenticated by their signature, not by an API key.
@@ -35,6 +34,9 @@ func (s *Server) routes() {
 	e.POST("/v1/billing-portal-sessions", s.createBillingPortalSession, portal)
 
 	admin := s.require(scopeAdmin)
+	// Metrics name hosts, plans and traffic: the operator's, not the public's. A
+	// Prometheus without the key scrapes PROVISIONER_METRICS_ADDR instead.
+	e.GET("/metrics", s.metricsHandler(), admin)
 	e.GET("/v1/instances", s.listInstances, admin)
 	e.POST("/v1/instances/:id/retry", s.instanceAction(InstanceActions.Retry), admin)
 	e.POST("/v1/instances/:id/suspend", s.instanceAction(InstanceActions.Suspend), admin)

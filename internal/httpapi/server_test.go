@@ -395,7 +395,13 @@ func TestServiceEndpoints(t *testing.T) {
 	e.do("GET", "/v1/plans", portalKey, nil)
 	e.do("GET", "/v1/instances/"+instances.NewID(), portalKey, nil)
 	e.do("GET", "/no/such/route/"+strings.Repeat("x", 50), "", nil)
-	res := e.do("GET", "/metrics", "", nil)
+	if res := e.do("GET", "/metrics", "", nil); res.Status != 401 {
+		t.Errorf("metrics without a key = %d, want 401: they are the operator's", res.Status)
+	}
+	if res := e.do("GET", "/metrics", portalKey, nil); res.Status != 403 {
+		t.Errorf("metrics with the portal key = %d, want 403", res.Status)
+	}
+	res := e.do("GET", "/metrics", adminKey, nil)
 	for _, want := range []string{
 		`provisioner_http_requests_total{method="GET",route="/v1/plans",status="200"} 1`,
 		`provisioner_http_requests_total{method="GET",route="/v1/instances/:id",status="404"} 1`,
