@@ -68,6 +68,10 @@ readonly AGENT_HOME=/opt/n8n-provisioner
 readonly AGENT_BIN=$AGENT_HOME/bin/n8nctl
 readonly AGENT_REAL=$AGENT_HOME/libexec/n8nctl
 readonly AGENT_ENV=$CONF_DIR/n8nctl.env
+readonly EGRESS_BIN=$AGENT_HOME/libexec/n8n-egress
+readonly EGRESS_CONF=$CONF_DIR/egress.conf
+readonly EGRESS_UNIT=/etc/systemd/system/n8n-egress.service
+readonly BRIDGE_NAME=n8n-proxy
 readonly DAEMON_JSON=/etc/docker/daemon.json
 readonly DOCKER_SOCK=/var/run/docker.sock
 readonly AGENT_DEVICE=/dev/virtio-ports/org.qemu.guest_agent.0
@@ -89,6 +93,8 @@ DATA_ROOT=${N8N_DATA_ROOT:-/data/n8n}
 BACKUP_DIR=${N8N_BACKUP_DIR:-/var/backups/n8n}
 TRAEFIK_IMAGE=${TRAEFIK_IMAGE:-$DEFAULT_TRAEFIK_IMAGE}
 ACME_STAGING=${ACME_STAGING:-0}
+ALLOW_EGRESS=()
+RESOLVERS=()
 DRY_RUN=0
 
 CHANGES=0
@@ -163,6 +169,11 @@ and n8nctl at $AGENT_BIN. Idempotent: run it again to check or repair.
   --backup-dir DIR              backups, default /var/backups/n8n           (env N8N_BACKUP_DIR)
   --traefik-image IMAGE         default $DEFAULT_TRAEFIK_IMAGE            (env TRAEFIK_IMAGE)
   --acme-staging                use Let's Encrypt's staging CA (for trials) (env ACME_STAGING=1)
+  --allow-egress CIDR[:PORT]    let the instances reach this private network (or one port of
+                                it; IPv6: [CIDR]:PORT); repeat for more. Everything private is
+                                closed to them otherwise: the LAN, the host, 169.254.169.254
+  --resolver IP                 a DNS server the instances may query directly; repeat for more
+                                (default: the nameservers of /etc/resolv.conf)
   --dry-run                     print what would change, change nothing
   -h, --help                    this help
 
@@ -189,7 +200,7 @@ parse_args() {
 		--dry-run) DRY_RUN=1 && shift && continue ;;
 		--acme-staging) ACME_STAGING=1 && shift && continue ;;
 		--base-domain | --acme-email | --cloudflare-token-file | --n8nctl | --n8nctl-sha256 | \
-			--data-root | --backup-dir | --traefik-image)
+			--data-root | --backup-dir | --traefik-image | --allow-egress | --resolver)
 			(($# >= 2)) || die 2 "$flag needs a value (see --help)"
 			val=$2
 			shift 2
@@ -205,6 +216,8 @@ parse_args() {
 		--data-root) DATA_ROOT=$val ;;
 		--backup-dir) BACKUP_DIR=$val ;;
 		--traefik-image) TRAEFIK_IMAGE=$val ;;
+		--allow-egress) ALLOW_EGRESS+=("$val") ;;
+		--resolver) RESOLVERS+=("$val") ;;
 		esac
 	done
 }
@@ -238,6 +251,21 @@ check_settings() {
 		[[ -f $N8NCTL_SRC ]] || die 2 "--n8nctl: no such file: $N8NCTL_SRC"
 	fi
 	[[ -d $TEMPLATES ]] || die 2 "templates not found in $TEMPLATES: copy host/ beside this script"
+	local entry cidr port
+	for entry in "${ALLOW_EGRESS[@]}"; do
+		cidr=$entry port=""
+		if [[ $entry =~ ^\[(.+)\]:([0-9]+)$ || $entry =~ ^([0-9./]+):([0-9]+)$ ]]; then
+			cidr=${BASH_REMATCH[1]} port=${BASH_REMATCH[2]}
+		fi
+		if ! [[ $cidr =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}(/([0-9]|[12][0-9]|3[0-2]))?$ || ($cidr == *:* && $cidr =~ ^[0-9A-Fa-f:]+(/[0-9]{1,3})?$) ]] ||
+			{ [[ -n $port ]] && ! ((port >= 1 && port <= 65535)); }; then
+			die 2 "--allow-egress must be CIDR[:PORT] (IPv6: [CIDR]:PORT), e.g. 10.0.0.5/32:5432, not \"$entry\""
+		fi
+	done
+	for entry in "${RESOLVERS[@]}"; do
+		[[ $entry =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ || ($entry == *:* && $entry =~ ^[0-9A-Fa-f:]+$) ]] ||
+			die 2 "--resolver must be an IP address, not \"$entry\""
+	done
 }
 
 # check_token: the token file must hold one line of printable characters. It
@@ -496,13 +524,53 @@ ensure_network() {
 	local icc
 	if ! icc=$(docker network inspect --format '{{index .Options "com.docker.network.bridge.enable_icc"}}' "$NETWORK" 2>/dev/null); then
 		act "create the Docker network $NETWORK (no traffic between its containers)" \
-			quiet docker network create --driver bridge -o com.docker.network.bridge.enable_icc=false "$NETWORK"
+			quiet docker network create --driver bridge -o com.docker.network.bridge.enable_icc=false \
+			-o com.docker.network.bridge.name=$BRIDGE_NAME "$NETWORK"
 		return 0
 	fi
 	if [[ $icc != false ]]; then
 		warn "the Docker network $NETWORK lets its containers talk to each other: one customer's n8n can reach another's port 5678 directly, past Traefik and the owner-setup guard. Recreate it with -o com.docker.network.bridge.enable_icc=false (all containers detached first)"
 	else
 		log "network: $NETWORK exists, inter-container traffic off"
+	fi
+}
+
+# egress_conf: the egress policy's settings (n8n-egress reads them).
+egress_conf() {
+	local resolvers=("${RESOLVERS[@]}") ns
+	if ((${#resolvers[@]} == 0)) && [[ -r $ROOT/etc/resolv.conf ]]; then
+		# systemd-resolved's stub (127.0.0.53) is the host's own: not a tenant's.
+		while read -r _ ns _; do
+			[[ -n $ns && $ns != 127.* && $ns != ::1 ]] && resolvers+=("$ns")
+		done < <(grep -E '^nameserver[[:space:]]' "$ROOT/etc/resolv.conf" || true)
+	fi
+	printf '%s\n' "# The tenants' egress policy, read by $EGRESS_BIN. Written by" \
+		"# bootstrap-host.sh (n8n-provisioner): rerun it with --allow-egress and" \
+		"# --resolver to change these." \
+		"NETWORK=$NETWORK" "RESOLVERS=\"${resolvers[*]}\"" "ALLOW=\"${ALLOW_EGRESS[*]}\"" 'HOST_PORTS="80 443"'
+}
+
+# ensure_egress: install the egress policy's script, settings and unit, and
+# (re)apply the policy when any of them changed or the installed rules are not
+# the policy (someone flushed or edited them).
+ensure_egress() {
+	local before=$CHANGES unit=n8n-egress.service drift
+	ensure_dir /etc/systemd/system 755 "$OWNER"
+	put_file "$EGRESS_BIN" 755 "$OWNER" "$TEMPLATES/n8n-egress"
+	put_file "$EGRESS_CONF" 644 "$OWNER" "$WORK/egress.conf"
+	put_file "$EGRESS_UNIT" 644 "$OWNER" "$WORK/n8n-egress.service"
+	((DRY_RUN)) && return 0
+	if ((CHANGES > before)); then
+		act "reload systemd for $unit" systemctl daemon-reload
+	fi
+	unit_enabled "$unit" || act "enable $unit" systemctl enable "$unit"
+	if ((CHANGES > before)); then
+		act "apply the egress policy" systemctl restart "$unit" || die 1 "$unit failed: see journalctl -u $unit"
+	elif ! drift=$(N8N_EGRESS_CONF=$ROOT$EGRESS_CONF "$ROOT$EGRESS_BIN" check 2>&1); then
+		act "apply the egress policy again (${drift//$'\n'/; })" systemctl restart "$unit" ||
+			die 1 "$unit failed: see journalctl -u $unit"
+	else
+		log "egress: the tenants' policy is in place"
 	fi
 }
 
@@ -587,6 +655,7 @@ summary() {
 
 $PROG: summary
   Traefik      $TRAEFIK_IMAGE on :80 (redirect) and :443, Docker network "$NETWORK"
+  egress       instances reach the internet and DNS only; allowed besides: ${ALLOW_EGRESS[*]:-nothing private}
   certificate  *.$BASE_DOMAIN from Let's Encrypt $acme, Cloudflare DNS-01, resolver "$RESOLVER"
   host agent   $AGENT_BIN (settings in $AGENT_ENV)
   data         $DATA_ROOT, backups in $BACKUP_DIR
@@ -637,7 +706,9 @@ main() {
 	render tls.yml "RESOLVER=$RESOLVER" "BASE_DOMAIN=$BASE_DOMAIN" >"$WORK/tls.yml"
 	render n8nctl-wrapper "AGENT_ENV=$ROOT$AGENT_ENV" "AGENT_REAL=$ROOT$AGENT_REAL" >"$WORK/wrapper"
 	render n8nctl.env "AGENT_BIN=$AGENT_BIN" "DATA_ROOT=$ROOT$DATA_ROOT" \
-		"BACKUP_DIR=$ROOT$BACKUP_DIR" "NETWORK=$NETWORK" >"$WORK/n8nctl.env"
+		"BACKUP_DIR=$ROOT$BACKUP_DIR" "NETWORK=$NETWORK" "EGRESS_BIN=$ROOT$EGRESS_BIN" >"$WORK/n8nctl.env"
+	render n8n-egress.service "EGRESS_BIN=$EGRESS_BIN" >"$WORK/n8n-egress.service"
+	egress_conf >"$WORK/egress.conf"
 	fetch_n8nctl "$WORK/n8nctl"
 
 	ensure_packages
@@ -675,6 +746,7 @@ main() {
 			cat -- "$WORK/traefik.yml" "$WORK/tls.yml" "$TOKEN_SRC"
 		} | sha256sum)
 		ensure_traefik "sha256:${hash%% *}"
+		ensure_egress
 	elif ((DRY_RUN)); then
 		act "create the Docker network $NETWORK (no traffic between its containers)"
 		act "create the $TRAEFIK container ($TRAEFIK_IMAGE)"

@@ -43,8 +43,13 @@ import (
 //	                              docker-ce enable and start docker.service and create
 //	                              the socket; qemu-guest-agent is a static unit, active
 //	                              only when the VM has the guest agent channel.
-//	systemctl is-enabled|is-active [--quiet]|enable|start|restart|stop UNIT
-//	                              starting qemu-guest-agent without the channel fails
+//	systemctl is-enabled|is-active [--quiet]|enable|start|restart|stop UNIT, daemon-reload
+//	                              starting qemu-guest-agent without the channel fails;
+//	                              starting n8n-egress.service runs its ExecStart (the
+//	                              installed n8n-egress, against the fake iptables)
+//	iptables|ip6tables [-w] -S|-N|-A|-I|-C CHAIN [RULE], iptables-restore|ip6tables-restore
+//	                              [-w] --noflush: the filter table kept as one file per
+//	                              chain; -S prints the rules as they were given
 //	chown UID:GID PATH            records the owner (the test may not be root)
 //	stat -c '%a %u:%g' -- PATH    the real mode, the recorded owner; other forms run stat
 //	curl ... -o DEST URL          copies $FAKE_CURL_SRC; FAKE_CURL_FAIL=1 is a 404
@@ -115,6 +120,12 @@ fake_systemctl() {
 	local verb=$1 quiet=0 unit f en act
 	shift
 	[[ ${1:-} == --quiet || ${1:-} == --now ]] && { [[ $1 == --quiet ]] && quiet=1; shift; }
+	if [[ $verb == daemon-reload ]]; then # unit files written to /etc/systemd/system become known
+		for f in "${FAKE_ROOT:-/}"/etc/systemd/system/*.service; do
+			[[ -f $f && ! -f $S/units/${f##*/} ]] && unit_set "${f##*/}" disabled inactive
+		done
+		return 0
+	fi
 	unit=$1
 	f=$(unit_file "$unit")
 	[[ $unit == *.* ]] || unit=$unit.service
@@ -138,6 +149,10 @@ fake_systemctl() {
 		if [[ $unit == qemu-guest-agent.service ]] && ! agent_channel; then
 			echo "A dependency job for $unit failed. See 'journalctl -xe' for details." >&2
 			exit 1
+		fi
+		if [[ $unit == n8n-egress.service ]]; then
+			N8N_EGRESS_CONF=$FAKE_ROOT/etc/n8n-provisioner/egress.conf "$FAKE_ROOT/opt/n8n-provisioner/libexec/n8n-egress" apply >/dev/null ||
+				{ echo "Job for $unit failed because the control process exited with error code." >&2; exit 1; }
 		fi
 		unit_set "$unit" "$en" active ;;
 	stop) unit_set "$unit" "$en" inactive ;;
@@ -242,9 +257,15 @@ fake_docker() {
 	network)
 		case ${1:-} in
 		inspect)
-			[[ $2 == --format && $3 == '{{index .Options "com.docker.network.bridge.enable_icc"}}' ]] || { echo "fake docker network inspect: unsupported $*" >&2; exit 125; }
+			[[ $2 == --format ]] || { echo "fake docker network inspect: unsupported $*" >&2; exit 125; }
 			[[ -f $D/networks/$4 ]] || { echo "Error response from daemon: network $4 not found" >&2; exit 1; }
-			sed -n 's/^com.docker.network.bridge.enable_icc=//p' "$D/networks/$4" ;;
+			if [[ $3 =~ ^\{\{index\ \.Options\ \"([a-z._]+)\"\}\}$ ]]; then
+				sed -n "s/^${BASH_REMATCH[1]}=//p" "$D/networks/$4"
+			elif [[ $3 == '{{.Id}}' ]]; then
+				printf '%s' "$4" | sha256sum | cut -c1-64
+			else
+				echo "fake docker network inspect: unsupported $*" >&2; exit 125
+			fi ;;
 		create)
 			shift
 			local opts=() name=""
@@ -297,7 +318,56 @@ fake_docker() {
 	esac
 }
 
+# fake_iptables FAMILY ARGS...: the filter table, a file per chain under $S/iptables/FAMILY.
+fake_iptables() {
+	local dir=$S/iptables/$1 op chain rule
+	shift
+	mkdir -p "$dir"
+	[[ -f $dir/INPUT ]] || : >"$dir/INPUT"
+	[[ -f $dir/FORWARD ]] || : >"$dir/FORWARD"
+	[[ ${1:-} != -w ]] || shift
+	op=$1 chain=$2
+	shift 2
+	rule="$*"
+	case $op in
+	-S)
+		[[ -f $dir/$chain ]] || { echo "iptables: No chain/target/match by that name." >&2; exit 1; }
+		if [[ $chain == INPUT || $chain == FORWARD ]]; then echo "-P $chain ACCEPT"; else echo "-N $chain"; fi
+		cat "$dir/$chain" ;;
+	-N)
+		[[ ! -f $dir/$chain ]] || { echo "iptables: Chain already exists." >&2; exit 1; }
+		: >"$dir/$chain" ;;
+	-A) [[ -f $dir/$chain ]] && echo "-A $chain $rule" >>"$dir/$chain" ;;
+	-I)
+		[[ -f $dir/$chain ]] || exit 1
+		[[ $1 == 1 ]] || { echo "fake iptables: only -I CHAIN 1" >&2; exit 2; }
+		shift
+		{ echo "-A $chain $*"; cat "$dir/$chain"; } >"$dir/$chain.new" && mv "$dir/$chain.new" "$dir/$chain" ;;
+	-C) [[ -f $dir/$chain ]] && grep -qxF -- "-A $chain $rule" "$dir/$chain" ;;
+	*) echo "fake iptables: unsupported $op" >&2; exit 2 ;;
+	esac
+}
+
+# fake_iptables_restore FAMILY [-w] --noflush: a declared chain is emptied, then filled.
+fake_iptables_restore() {
+	local dir=$S/iptables/$1 line
+	mkdir -p "$dir"
+	[[ " ${*:2} " == *" --noflush "* ]] || { echo "fake iptables-restore: only --noflush" >&2; exit 2; }
+	while IFS= read -r line; do
+		case $line in
+		'*filter' | COMMIT) ;;
+		:*) line=${line#:}; : >"$dir/${line%% *}" ;;
+		-A\ *) line=${line#-A }; [[ -f $dir/${line%% *} ]] && echo "-A $line" >>"$dir/${line%% *}" ;;
+		*) echo "fake iptables-restore: unsupported line $line" >&2; exit 2 ;;
+		esac
+	done
+}
+
 case $me in
+iptables) fake_iptables 4 "$@" ;;
+ip6tables) fake_iptables 6 "$@" ;;
+iptables-restore) fake_iptables_restore 4 "$@" ;;
+ip6tables-restore) fake_iptables_restore 6 "$@" ;;
 id)
 	[[ ${1:-} == -u ]] || { echo "fake id: only -u" >&2; exit 2; }
 	echo "${FAKE_UID:-0}" ;;
@@ -322,7 +392,8 @@ docker) fake_docker "$@" ;;
 esac
 `
 
-var bootstrapFakeNames = []string{"id", "dpkg-query", "apt-cache", "apt-get", "systemctl", "stat", "chown", "curl", "docker"}
+var bootstrapFakeNames = []string{"id", "dpkg-query", "apt-cache", "apt-get", "systemctl", "stat", "chown", "curl", "docker",
+	"iptables", "ip6tables", "iptables-restore", "ip6tables-restore"}
 
 const (
 	// An htpasswd line as the provisioner sends it for the owner-setup guard.
@@ -502,7 +573,9 @@ func bootstrapMutating(call string) bool {
 	case "apt-get", "chown":
 		return true
 	case "systemctl":
-		return slices.Contains([]string{"enable", "start", "restart", "stop"}, f[1])
+		return slices.Contains([]string{"enable", "start", "restart", "stop", "daemon-reload"}, f[1])
+	case "iptables", "ip6tables", "iptables-restore", "ip6tables-restore":
+		return !slices.Contains(f, "-S") && !slices.Contains(f, "-C")
 	case "docker":
 		return slices.Contains([]string{"run", "rm", "start", "stop", "pull"}, f[1]) ||
 			(f[1] == "network" && len(f) > 2 && f[2] == "create")
@@ -945,6 +1018,9 @@ func TestBootstrapRefusesBadSettings(t *testing.T) {
 		{name: "n8nctl over http", args: func(h *bootstrapHost) []string { return h.args("--n8nctl", "http://example.test/n8nctl") }, code: 2, msg: "must be https://"},
 		{name: "missing n8nctl", args: func(h *bootstrapHost) []string { return h.args("--n8nctl", "/nonexistent/n8nctl") }, code: 2, msg: "no such file"},
 		{name: "unknown flag", args: func(h *bootstrapHost) []string { return h.args("--force") }, code: 2, msg: "unknown argument: --force"},
+		{name: "bad egress entry", args: func(h *bootstrapHost) []string { return h.args("--allow-egress", "lan") }, code: 2, msg: "--allow-egress must be CIDR[:PORT]"},
+		{name: "bad egress port", args: func(h *bootstrapHost) []string { return h.args("--allow-egress", "10.0.0.5:99999") }, code: 2, msg: "--allow-egress must be CIDR[:PORT]"},
+		{name: "bad resolver", args: func(h *bootstrapHost) []string { return h.args("--resolver", "dns.example.test") }, code: 2, msg: "--resolver must be an IP address"},
 		{name: "flag without value", args: func(h *bootstrapHost) []string { return append(h.args(), "--acme-email") }, code: 2, msg: "--acme-email needs a value"},
 		{name: "unsupported distribution", setup: func(h *bootstrapHost) {
 			h.writeRoot("etc/os-release", "ID=fedora\nVERSION_ID=41\n", 0o644)
@@ -1250,7 +1326,7 @@ func TestBootstrapShellcheck(t *testing.T) {
 	dir := t.TempDir()
 	fake := filepath.Join(dir, "fake-host-commands")
 	bootstrapWrite(t, fake, bootstrapFakeCommands, 0o755)
-	out, err := exec.Command(sc, "--norc", "bootstrap-host.sh", filepath.Join("host", "n8nctl-wrapper"), fake).CombinedOutput()
+	out, err := exec.Command(sc, "--norc", "bootstrap-host.sh", filepath.Join("host", "n8nctl-wrapper"), filepath.Join("host", "n8n-egress"), fake).CombinedOutput()
 	if err != nil {
 		t.Errorf("shellcheck: %v\n%s", err, out)
 	}
@@ -1271,4 +1347,52 @@ func bootstrapOwner(fi os.FileInfo) string {
 		return fmt.Sprintf("%d:%d", st.Uid, st.Gid)
 	}
 	return "?"
+}
+
+// The egress policy: bootstrap installs the script, its settings (the operator's
+// allow-list and resolvers) and the unit that applies it after Docker; a second run
+// changes nothing, and one after someone removed a rule applies the policy again.
+func TestBootstrapInstallsAndKeepsTheEgressPolicy(t *testing.T) {
+	t.Parallel()
+	h := bootstrapSetup(t)
+	h.writeRoot("etc/resolv.conf", "nameserver 127.0.0.53\nnameserver 10.0.0.1\n", 0o644)
+	args := h.args("--allow-egress", "10.0.0.5/32:5432", "--allow-egress", "192.168.7.0/24")
+	res := h.mustRun(args)
+	conf := h.readRoot("etc/n8n-provisioner/egress.conf")
+	for _, want := range []string{"NETWORK=proxy\n", `RESOLVERS="10.0.0.1"`, `ALLOW="10.0.0.5/32:5432 192.168.7.0/24"`, `HOST_PORTS="80 443"`} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("egress.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	if unit := h.readRoot("etc/systemd/system/n8n-egress.service"); !strings.Contains(unit, "ExecStart=/opt/n8n-provisioner/libexec/n8n-egress apply") ||
+		!strings.Contains(unit, "PartOf=docker.service") {
+		t.Errorf("unit:\n%s", unit)
+	}
+	if len(bootstrapCallsMatching(res.calls, "systemctl enable n8n-egress.service")) != 1 ||
+		len(bootstrapCallsMatching(res.calls, "systemctl restart n8n-egress.service")) != 1 {
+		t.Errorf("the unit is not enabled and started once: %q", bootstrapCallsMatching(res.calls, "systemctl"))
+	}
+	if net, err := os.ReadFile(filepath.Join(h.networkOptions, "proxy")); err != nil || !strings.Contains(string(net), "com.docker.network.bridge.name=n8n-proxy") {
+		t.Errorf("network options %q (%v), want the bridge named n8n-proxy", net, err)
+	}
+	forward := filepath.Join(h.state, "iptables", "4", "N8N-EGRESS")
+	rules, err := os.ReadFile(forward)
+	if err != nil || !strings.Contains(string(rules), "-d 169.254.0.0/16 -j REJECT") || !strings.Contains(string(rules), "-d 10.0.0.5/32 -p tcp --dport 5432 -j RETURN") {
+		t.Fatalf("the policy was not applied: %v\n%s", err, rules)
+	}
+
+	res = h.mustRun(args)
+	if !strings.Contains(res.stdout, "nothing to change") || !strings.Contains(res.stdout, "egress: the tenants' policy is in place") {
+		t.Errorf("a second run changed something:\n%s", res.stdout)
+	}
+
+	tampered := strings.Replace(string(rules), "-A N8N-EGRESS -d 169.254.0.0/16 -j REJECT --reject-with icmp-admin-prohibited\n", "", 1)
+	bootstrapWrite(t, forward, tampered, 0o644)
+	res = h.mustRun(args)
+	if !strings.Contains(res.stdout, "apply the egress policy again (IPv4 chain N8N-EGRESS differs from the policy") {
+		t.Errorf("the tampered policy was not applied again:\n%s", res.stdout)
+	}
+	if got, _ := os.ReadFile(forward); string(got) != string(rules) {
+		t.Errorf("after the repair:\n%s\nwant:\n%s", got, rules)
+	}
 }

@@ -1208,3 +1208,28 @@ func jsonString(t *testing.T, v any) string {
 	}
 	return string(b)
 }
+
+// list says whether the host's egress policy is in place, from n8n-egress check.
+func TestListReportsTheEgressPolicy(t *testing.T) {
+	t.Parallel()
+	h := setup(t)
+	egress := filepath.Join(t.TempDir(), "n8n-egress")
+	for _, c := range []struct{ script, want string }{
+		{"", "n8n-egress is not installed: run bootstrap-host.sh"},
+		{"#!/bin/sh\n[ \"$1\" = check ] && echo ok\n", "ok"},
+		{"#!/bin/sh\necho 'IPv4 chain N8N-EGRESS is missing;IPv4: INPUT does not send n8n-proxy to N8N-EGRESS-HOST'\nexit 1\n",
+			"IPv4 chain N8N-EGRESS is missing;IPv4: INPUT does not send n8n-proxy to N8N-EGRESS-HOST"},
+	} {
+		os.Remove(egress)
+		if c.script != "" {
+			if err := os.WriteFile(egress, []byte(c.script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out := h.must("list", "all", "", "N8N_EGRESS="+egress)
+		host, _ := out["host"].(map[string]any)
+		if got := fmt.Sprint(host["egress"]); got != c.want {
+			t.Errorf("list with %q: host.egress %q, want %q", c.script, got, c.want)
+		}
+	}
+}

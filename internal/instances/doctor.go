@@ -28,6 +28,7 @@ const (
 	DriftOrphanContainer  = "orphan_container"  // files or a container no instance owns
 	DriftOrphanDNS        = "orphan_dns"        // a record under the base domain no instance owns
 	DriftDNSUnreachable   = "dns_unreachable"
+	DriftEgress           = "egress_policy" // the host's egress policy is missing or changed
 )
 
 // Finding is one difference between what the database says and what is live.
@@ -66,6 +67,9 @@ type Progress func(done, total int)
 // hostList is the part of `n8nctl list all` the doctor reads.
 type hostList struct {
 	Instances []containerStatus `json:"instances"`
+	Host      struct {
+		Egress string `json:"egress"`
+	} `json:"host"`
 }
 
 // Doctor compares every instance with its host and its DNS record, and every host and the
@@ -112,6 +116,14 @@ func (s *Service) checkHost(ctx context.Context, h Host, live []Instance, bySlug
 	if err != nil {
 		add(Finding{Kind: DriftHostUnreachable, Host: h.Name, Detail: apperr.Message(err)})
 		return
+	}
+	if list.Host.Egress != "ok" {
+		why := list.Host.Egress
+		if why == "" {
+			why = "not reported: this host's n8nctl predates the egress policy"
+		}
+		add(Finding{Kind: DriftEgress, Host: h.Name, Detail: "the tenants' egress policy is not in place (" + why +
+			"): customers' n8n may reach the LAN, the host or 169.254.169.254; rerun bootstrap-host.sh on the host"})
 	}
 	seen := map[string]containerStatus{}
 	for _, c := range list.Instances {

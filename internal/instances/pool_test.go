@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -386,5 +387,19 @@ func TestCustomerTakesAMembersSlot(t *testing.T) {
 	}
 	if len(st.events("waiting_for_host")) != 0 {
 		t.Error("the customer waited for room while a pool member held it")
+	}
+}
+
+// The doctor reports a host whose egress policy is missing or changed.
+func TestDoctorReportsEgressDrift(t *testing.T) {
+	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st.world.egressDrift = "IPv4 chain N8N-EGRESS differs from the policy"
+	report, err := st.service().Doctor(st.ctx, true, nil)
+	if err != nil || len(report.Findings) != 1 {
+		t.Fatalf("findings = %+v (%v)", report.Findings, err)
+	}
+	f := report.Findings[0]
+	if f.Kind != DriftEgress || f.Host != "nuc" || !strings.Contains(f.Detail, "N8N-EGRESS differs") || f.Fixable || f.Fixed {
+		t.Errorf("finding = %+v", f)
 	}
 }

@@ -105,6 +105,8 @@ type world struct {
 	alerts     []string
 	emails     []Credentials
 	inserted   []river.JobArgs
+	// egressDrift, when set, is what n8nctl list says is wrong with the egress policy.
+	egressDrift string
 }
 
 func newWorld() *world {
@@ -165,6 +167,10 @@ func (w *world) Run(_ context.Context, _ string, _ int, verb, slug string, setti
 		delete(w.containers, slug)
 	case "list":
 		var list hostList
+		list.Host.Egress = "ok"
+		if w.egressDrift != "" {
+			list.Host.Egress = w.egressDrift
+		}
 		for slug, c := range w.containers {
 			list.Instances = append(list.Instances, w.statusOf(slug, c))
 		}

@@ -66,6 +66,15 @@ type cachedContainer struct {
 	encKey string
 }
 
+// fakeEgress stands in for the host's n8n-egress: a fake host has no kernel firewall of
+// its own (its containers are files of the fake docker), so the policy is always in place
+// unless SetHostEnv(name, "FAKE_EGRESS_DRIFT=why") says it is not. The real script is
+// tested on real kernel networking in package scripts.
+const fakeEgress = `#!/bin/sh
+if [ -n "${FAKE_EGRESS_DRIFT:-}" ]; then echo "$FAKE_EGRESS_DRIFT"; exit 1; fi
+echo ok
+`
+
 // runEnv is the environment of a guest command: the host's directories and the fake
 // docker, every fake-docker knob cleared (so the test process's own environment cannot
 // leak one in), then SetHostEnv's entries, which win.
@@ -81,6 +90,7 @@ func (h *host) runEnv() []string {
 		"FAKE_DOCKER_STATE=" + h.dockerState,
 		"FAKE_DOCKER_FAIL=", "FAKE_DOCKER_IGNORE_LIMITS=", "FAKE_DOCKER_UNHEALTHY_IMAGE=",
 		"FAKE_DOCKER_ON_START=", "FAKE_DOCKER_ON_STOP=",
+		"N8N_EGRESS=" + h.world.egressPath, "FAKE_EGRESS_DRIFT=",
 	}
 	// LocalRunner starts from this process's environment; a host VM does not share the
 	// provisioner's, and its secrets (PROVISIONER_MASTER_KEY, ...) have no business there.

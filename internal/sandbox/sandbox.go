@@ -133,6 +133,7 @@ type World struct {
 	dir        string
 	n8nctlPath string
 	dockerPath string
+	egressPath string
 	pveHTTP    *httpServer
 	cfHTTP     *httpServer
 
@@ -178,11 +179,12 @@ func Start(ctx context.Context, cfg Config) (*World, error) {
 		hosts: map[string]*host{}, byVMID: map[int]*host{},
 		n8nctlPath: filepath.Join(dir, "bin", "n8nctl"),
 		dockerPath: filepath.Join(dir, "bin", "fake-docker"),
+		egressPath: filepath.Join(dir, "bin", "fake-n8n-egress"),
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
 		return nil, apperr.Wrap(apperr.Internal, err, "sandbox: create %s", dir)
 	}
-	for path, content := range map[string]string{w.n8nctlPath: scripts.N8nctl, w.dockerPath: scripts.FakeDocker} {
+	for path, content := range map[string]string{w.n8nctlPath: scripts.N8nctl, w.dockerPath: scripts.FakeDocker, w.egressPath: fakeEgress} {
 		if err := writeExecutable(path, content); err != nil {
 			return nil, err
 		}
