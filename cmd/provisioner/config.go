@@ -18,9 +18,9 @@ import (
 // config is the service's configuration, read from PROVISIONER_* variables. The variable
 // names are a contract: operators' deployment files rely on them.
 type config struct {
-	Addr         string
+	Addr string
 	// MetricsAddr, when set, serves /metrics without a key on a listener of its own.
-	MetricsAddr string
+	MetricsAddr  string
 	DataDir      string
 	DatabaseURL  string
 	MasterKey    []byte
