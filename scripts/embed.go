@@ -17,3 +17,12 @@ var N8nctl string
 //
 //go:embed testdata/fake-docker
 var FakeDocker string
+
+// FakeDisk is scripts/testdata/fake-disk, the stand-in for the disk tools (mount, df,
+// ...) of an instance's disk quota, to be installed once under each name it covers.
+//
+//go:embed testdata/fake-disk
+var FakeDisk string
+
+// FakeDiskTools are the names FakeDisk answers to.
+var FakeDiskTools = []string{"mkfs.ext4", "e2fsck", "resize2fs", "chattr", "mount", "umount", "mountpoint", "losetup", "df"}

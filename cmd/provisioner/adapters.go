@@ -99,6 +99,10 @@ func (p placer) Capacity(ctx context.Context) ([]instances.HostRoom, error) {
 	return out, err
 }
 
+func (p placer) RecordDisk(ctx context.Context, host string, gb int) error {
+	return p.hosts.SetDisk(ctx, host, gb)
+}
+
 func (p placer) Host(ctx context.Context, name string) (instances.Host, error) {
 	h, err := p.hosts.Get(ctx, name)
 	return hostOf(h), err

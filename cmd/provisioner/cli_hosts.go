@@ -51,9 +51,14 @@ func (c *cli) hostsList(path string, args []string) error {
 
 func printHosts(w io.Writer, list []hosts.Host) {
 	tw := newTable(w)
-	fmt.Fprintln(tw, "NAME\tNODE/VMID\tPUBLIC IP\tSTATE\tINSTANCES\tINGRESS")
+	fmt.Fprintln(tw, "NAME\tNODE/VMID\tPUBLIC IP\tSTATE\tINSTANCES\tDISK GB\tINGRESS")
 	for _, h := range list {
-		fmt.Fprintf(tw, "%s\t%s/%d\t%s\t%s\t%d/%d\t%s\n", h.Name, h.Node, h.VMID, h.PublicIP, h.State, h.Instances, h.MaxInstances, h.IngressURL)
+		disk := "?" // not reported by the doctor yet
+		if h.DiskGB > 0 {
+			disk = fmt.Sprint(h.DiskGB)
+		}
+		fmt.Fprintf(tw, "%s\t%s/%d\t%s\t%s\t%d/%d\t%d/%s\t%s\n", h.Name, h.Node, h.VMID, h.PublicIP, h.State,
+			h.Instances, h.MaxInstances, h.DiskCommittedGB, disk, h.IngressURL)
 	}
 	tw.Flush()
 }

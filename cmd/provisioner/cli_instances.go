@@ -173,7 +173,11 @@ func (c *cli) instancesShow(path string, args []string) error {
 	row("Status", statusText(in))
 	row("Step", in.Step)
 	row("Host", hostOfInstance(in))
-	row("Plan", fmt.Sprintf("%s (%s CPU, %d MiB)", in.PlanID, formatFloat(in.CPUs), in.MemoryMB))
+	disk := "no quota"
+	if in.DiskGB > 0 {
+		disk = fmt.Sprintf("%d GiB disk", in.DiskGB)
+	}
+	row("Plan", fmt.Sprintf("%s (%s CPU, %d MiB, %s)", in.PlanID, formatFloat(in.CPUs), in.MemoryMB, disk))
 	row("Image", in.N8nImage)
 	row("Client", in.ClientID)
 	if in.SubscriptionID != nil {

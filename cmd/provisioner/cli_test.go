@@ -402,9 +402,9 @@ func TestCLIHostsRoundTrip(t *testing.T) {
 				t.Fatalf("list printed %d lines:\n%s", len(lines), strings.Join(lines, "\n"))
 			}
 			for i, cols := range [][]string{
-				{"NAME", "NODE/VMID", "PUBLIC", "IP", "STATE", "INSTANCES", "INGRESS"},
-				{"nuc1", "pve/101", "192.0.2.10", "active", "1/10", "https://10.0.0.5"},
-				{"ovh-box-2", "ovh/20002", "198.51.100.7", "active", "0/40", "https://10.1.0.2:8443"},
+				{"NAME", "NODE/VMID", "PUBLIC", "IP", "STATE", "INSTANCES", "DISK", "GB", "INGRESS"},
+				{"nuc1", "pve/101", "192.0.2.10", "active", "1/10", "0/?", "https://10.0.0.5"},
+				{"ovh-box-2", "ovh/20002", "198.51.100.7", "active", "0/40", "0/?", "https://10.1.0.2:8443"},
 			} {
 				if got := strings.Fields(lines[i]); strings.Join(got, " ") != strings.Join(cols, " ") {
 					t.Errorf("line %d = %q, want the fields %q", i, lines[i], cols)
@@ -536,7 +536,7 @@ func TestCLIInstancesListShowAndActions(t *testing.T) {
 			}
 
 			show := cw.must("instances", "show", a.ID)
-			for _, want := range []string{a.Slug, "https://" + a.Slug, "nuc1", "starter (1 CPU, 1024 MiB)", cliImageOld,
+			for _, want := range []string{a.Slug, "https://" + a.Slug, "nuc1", "starter (1 CPU, 1024 MiB, no quota)", cliImageOld,
 				"Timeline:", "created", "instance requested", "suspend requested"} {
 				if !strings.Contains(show, want) {
 					t.Errorf("show does not say %q:\n%s", want, show)

@@ -15,7 +15,8 @@ type Plan struct {
 	Name          string  `yaml:"name" json:"name"`
 	CPUs          float64 `yaml:"cpus" json:"cpus"`
 	MemoryMB      int     `yaml:"memory_mb" json:"memory_mb"`
-	Price         string  `yaml:"price" json:"price"` // for display only; Stripe's price is the truth
+	DiskGB        int     `yaml:"disk_gb" json:"disk_gb"` // the data's quota on the host
+	Price         string  `yaml:"price" json:"price"`     // for display only; Stripe's price is the truth
 	StripePriceID string  `yaml:"stripe_price_id" json:"stripe_price_id"`
 	N8nImage      string  `yaml:"n8n_image" json:"n8n_image"`
 	// Warm is how many started, ready instances of the plan the fleet keeps for the next
@@ -24,12 +25,15 @@ type Plan struct {
 	WarmPerHost int `yaml:"warm_per_host" json:"-"`
 }
 
+// DefaultDiskGB is a plan's disk quota when the plans file names none.
+const DefaultDiskGB = 10
+
 // DefaultN8nImage is the n8n release new plans run when the plans file names none.
 const DefaultN8nImage = "docker.n8n.io/n8nio/n8n:2.8.4"
 
 // DefaultPlans is the catalogue used when no plans file is configured.
 func DefaultPlans() Plans {
-	return Plans{{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, Price: "USD 10/month",
+	return Plans{{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, DiskGB: DefaultDiskGB, Price: "USD 10/month",
 		StripePriceID: "price_starter", N8nImage: DefaultN8nImage}}
 }
 
@@ -87,6 +91,8 @@ func (ps Plans) Validate() error {
 		case p.MemoryMB < 1024 || p.MemoryMB > 262144:
 			// An idle n8n (main + task runner) uses ~600 MB: less than 1 GiB is not a service.
 			return fmt.Errorf("%s: memory_mb must be between 1024 and 262144", where)
+		case p.DiskGB < 1 || p.DiskGB > 2048:
+			return fmt.Errorf("%s: disk_gb must be between 1 and 2048", where)
 		case !PinnedImage(p.N8nImage):
 			return fmt.Errorf("%s: n8n_image must be pinned to a version tag or digest, never latest", where)
 		case p.Warm < 0 || p.Warm > 100 || p.WarmPerHost < 0 || p.WarmPerHost > 20:
@@ -122,6 +128,9 @@ func LoadPlans(path string) (Plans, error) {
 	for i := range doc.Plans {
 		if doc.Plans[i].N8nImage == "" {
 			doc.Plans[i].N8nImage = DefaultN8nImage
+		}
+		if doc.Plans[i].DiskGB == 0 {
+			doc.Plans[i].DiskGB = DefaultDiskGB
 		}
 	}
 	if err := doc.Plans.Validate(); err != nil {

@@ -39,12 +39,15 @@ type Host struct {
 	PublicIP     string `gorm:"column:public_ip"`
 	IngressURL   string `gorm:"column:ingress_url"`
 	MaxInstances int
-	State        State
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
-	// Instances counts the instances that occupy a slot on the host; it is computed,
-	// not stored.
-	Instances int `gorm:"->;-:migration"`
+	// DiskGB is the host's data disk as its n8nctl last reported it (0: not yet known).
+	DiskGB    int `gorm:"column:disk_gb"`
+	State     State
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	// Instances counts the instances that occupy a slot on the host, and DiskCommittedGB
+	// the sum of their disk quotas; both are computed, not stored.
+	Instances       int `gorm:"->;-:migration"`
+	DiskCommittedGB int `gorm:"->;-:migration"`
 }
 
 // TableName tells gorm the table.
@@ -106,8 +109,8 @@ func (s *Store) Add(ctx context.Context, h Host) (Host, error) {
 	if err := h.Validate(); err != nil {
 		return Host{}, err
 	}
-	h.CreatedAt, h.UpdatedAt, h.Instances = s.now(), s.now(), 0
-	if err := s.db.WithContext(ctx).Omit("Instances").Create(&h).Error; err != nil {
+	h.CreatedAt, h.UpdatedAt, h.Instances, h.DiskCommittedGB = s.now(), s.now(), 0, 0
+	if err := s.db.WithContext(ctx).Omit("Instances", "DiskCommittedGB").Create(&h).Error; err != nil {
 		if database.IsUniqueViolation(err) {
 			return Host{}, apperr.Wrap(apperr.Conflict, err, "a host named %s or on %s/%d exists already", h.Name, h.Node, h.VMID)
 		}
@@ -117,7 +120,16 @@ func (s *Store) Add(ctx context.Context, h Host) (Host, error) {
 }
 
 func (s *Store) withCounts(db *gorm.DB) *gorm.DB {
-	return db.Model(&Host{}).Select("hosts.*, (SELECT COUNT(*) FROM instances WHERE instances.host = hosts.name AND " + occupying + ") AS instances")
+	return db.Model(&Host{}).Select("hosts.*, (SELECT COUNT(*) FROM instances WHERE instances.host = hosts.name AND " + occupying + ") AS instances, " +
+		"(" + committedDisk + ") AS disk_committed_gb")
+}
+
+// committedDisk sums the disk quotas of the instances holding a slot on the host.
+const committedDisk = "SELECT COALESCE(SUM(instances.disk_gb), 0) FROM instances WHERE instances.host = hosts.name AND " + occupying
+
+// SetDisk records the size of the host's data disk, as its n8nctl reports it.
+func (s *Store) SetDisk(ctx context.Context, name string, gb int) error {
+	return s.db.WithContext(ctx).Model(&Host{}).Where("name = ?", name).Update("disk_gb", gb).Error
 }
 
 // List returns every host by name, with its instance count.
@@ -178,13 +190,16 @@ var ErrNoRoom = apperr.New(apperr.Unavailable, "no active host has room for anot
 // the one with the fewest instances, ties broken by name so placement is deterministic.
 // It returns ErrNoRoom when there is none.
 func (s *Store) Pick(ctx context.Context) (Host, error) {
-	return s.pick(s.db.WithContext(ctx))
+	return s.pick(s.db.WithContext(ctx), 0)
 }
 
-func (s *Store) pick(db *gorm.DB) (Host, error) {
+// pick is Pick for an instance needing diskGB of disk: a host whose disk is known must
+// hold every quota on it plus this one, since an instance may fill its quota.
+func (s *Store) pick(db *gorm.DB, diskGB int) (Host, error) {
 	var h Host
 	err := s.withCounts(db).Where("state = ?", Active).
-		Where("max_instances > (SELECT COUNT(*) FROM instances WHERE instances.host = hosts.name AND " + occupying + ")").
+		Where("max_instances > (SELECT COUNT(*) FROM instances WHERE instances.host = hosts.name AND "+occupying+")").
+		Where("(hosts.disk_gb = 0 OR hosts.disk_gb >= ("+committedDisk+") + ?)", diskGB).
 		Order("instances, name").Take(&h).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return h, ErrNoRoom
@@ -197,7 +212,13 @@ func (s *Store) pick(db *gorm.DB) (Host, error) {
 // already has a host keeps it: Assign is idempotent. It returns ErrNoRoom when no host has
 // a slot.
 func (s *Store) Assign(ctx context.Context, instanceID string) (Host, error) {
-	return s.assign(ctx, instanceID, s.pick)
+	return s.assign(ctx, instanceID, func(tx *gorm.DB) (Host, error) {
+		var need struct{ DiskGB int }
+		if err := tx.Table("instances").Select("disk_gb").Where("id = ?", instanceID).Take(&need).Error; err != nil {
+			return Host{}, err
+		}
+		return s.pick(tx, need.DiskGB)
+	})
 }
 
 // AssignTo places the instance on the host called name, atomically, when that host is

@@ -36,11 +36,13 @@ func setup(t *testing.T, db *database.DB) *fixture {
 }
 
 // newInstance stores an instance without a host, as the saga's reserve step does.
-func (f *fixture) newInstance(t *testing.T) string {
+func (f *fixture) newInstance(t *testing.T) string { return f.newInstanceWithDisk(t, 0) }
+
+func (f *fixture) newInstanceWithDisk(t *testing.T, diskGB int) string {
 	t.Helper()
 	f.n++
 	in := &instances.Instance{ClientID: "cus_1", Slug: fmt.Sprintf("%s-%d", t.Name()[len(t.Name())-6:], f.n),
-		URL: "https://x.example.com", PlanID: "starter", CPUs: 0.5, MemoryMB: 1024,
+		URL: "https://x.example.com", PlanID: "starter", CPUs: 0.5, MemoryMB: 1024, DiskGB: diskGB,
 		N8nImage: "n8nio/n8n:1.0.0", Status: instances.Pending, OwnerEmail: "c@example.com",
 		OwnerPasswordSealed: "s", EncryptionKeySealed: "s"}
 	if err := f.instances.Create(f.ctx, in); err != nil {
@@ -142,6 +144,37 @@ func TestPlacement(t *testing.T) {
 			}
 			if _, err := f.hosts.Assign(f.ctx, f.newInstance(t)); !errors.Is(err, hosts.ErrNoRoom) {
 				t.Fatalf("all full: err = %v, want ErrNoRoom", err)
+			}
+		})
+		t.Run("a host whose disk cannot hold the quota gets none", func(t *testing.T) {
+			f := setup(t, dbtest.Open(t, db.Dialect))
+			for i, name := range []string{"small", "big"} {
+				if _, err := f.hosts.Add(f.ctx, host(name, 400+i, 10)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.hosts.SetDisk(f.ctx, "small", 25)
+			f.hosts.SetDisk(f.ctx, "big", 40)
+			var got []string
+			for range 3 {
+				h, err := f.hosts.Assign(f.ctx, f.newInstanceWithDisk(t, 20))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, h.Name)
+			}
+			// big holds two 20 GiB quotas, small one; a fourth fits nowhere.
+			if fmt.Sprint(got) != "[big small big]" {
+				t.Errorf("placements = %v", got)
+			}
+			if _, err := f.hosts.Assign(f.ctx, f.newInstanceWithDisk(t, 20)); !errors.Is(err, hosts.ErrNoRoom) {
+				t.Errorf("no disk left: err = %v, want ErrNoRoom", err)
+			}
+			list, _ := f.hosts.List(f.ctx)
+			for _, h := range list {
+				if want := map[string]int{"big": 40, "small": 20}[h.Name]; h.DiskCommittedGB != want {
+					t.Errorf("%s commits %d GiB, want %d", h.Name, h.DiskCommittedGB, want)
+				}
 			}
 		})
 		t.Run("draining and full hosts get none; assign is idempotent", func(t *testing.T) {

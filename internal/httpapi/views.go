@@ -80,12 +80,17 @@ type HostJSON struct {
 	MaxInstances int    `json:"max_instances"`
 	State        string `json:"state"`
 	Instances    int    `json:"instances"`
+	// DiskGB is the host's data disk (0: not reported yet), DiskCommittedGB the sum of
+	// the disk quotas of its instances.
+	DiskGB          int `json:"disk_gb"`
+	DiskCommittedGB int `json:"disk_committed_gb"`
 }
 
 // ViewHost returns h as the API shows it.
 func ViewHost(h hosts.Host) HostJSON {
 	return HostJSON{Name: h.Name, Node: h.Node, VMID: h.VMID, PublicIP: h.PublicIP,
-		IngressURL: h.IngressURL, MaxInstances: h.MaxInstances, State: string(h.State), Instances: h.Instances}
+		IngressURL: h.IngressURL, MaxInstances: h.MaxInstances, State: string(h.State), Instances: h.Instances,
+		DiskGB: h.DiskGB, DiskCommittedGB: h.DiskCommittedGB}
 }
 
 // newHostJSON is the body of POST /v1/hosts.

@@ -28,8 +28,12 @@ const (
 	DriftOrphanContainer  = "orphan_container"  // files or a container no instance owns
 	DriftOrphanDNS        = "orphan_dns"        // a record under the base domain no instance owns
 	DriftDNSUnreachable   = "dns_unreachable"
-	DriftEgress           = "egress_policy" // the host's egress policy is missing or changed
+	DriftEgress           = "egress_policy"  // the host's egress policy is missing or changed
+	DriftHostDisk         = "host_disk_full" // the host's data disk is at least 80 % full
 )
+
+// hostDiskAlarm is the share of a host's data disk in use that the doctor reports.
+const hostDiskAlarm = 0.8
 
 // Finding is one difference between what the database says and what is live.
 type Finding struct {
@@ -69,6 +73,10 @@ type hostList struct {
 	Instances []containerStatus `json:"instances"`
 	Host      struct {
 		Egress string `json:"egress"`
+		Disk   *struct {
+			SizeBytes int64 `json:"size_bytes"`
+			UsedBytes int64 `json:"used_bytes"`
+		} `json:"disk"`
 	} `json:"host"`
 }
 
@@ -125,6 +133,15 @@ func (s *Service) checkHost(ctx context.Context, h Host, live []Instance, bySlug
 		add(Finding{Kind: DriftEgress, Host: h.Name, Detail: "the tenants' egress policy is not in place (" + why +
 			"): customers' n8n may reach the LAN, the host or 169.254.169.254; rerun bootstrap-host.sh on the host"})
 	}
+	if d := list.Host.Disk; d != nil && d.SizeBytes > 0 {
+		if err := s.cfg.Placer.RecordDisk(ctx, h.Name, int(d.SizeBytes>>30)); err != nil {
+			s.log.Warn("recording a host's disk size failed", "host", h.Name, "error", err.Error())
+		}
+		if used := float64(d.UsedBytes) / float64(d.SizeBytes); used >= hostDiskAlarm {
+			add(Finding{Kind: DriftHostDisk, Host: h.Name, Detail: fmt.Sprintf("the data disk is %.0f %% full (%d of %d GiB): instances may stop writing; grow the disk or move instances",
+				used*100, d.UsedBytes>>30, d.SizeBytes>>30)})
+		}
+	}
 	seen := map[string]containerStatus{}
 	for _, c := range list.Instances {
 		seen[c.Slug] = c
@@ -154,6 +171,8 @@ func (s *Service) checkHost(ctx context.Context, h Host, live []Instance, bySlug
 			f.Kind, f.Detail, f.Fixable = DriftRunningSuspended, "the instance is suspended but its container runs", true
 		case math.Abs(c.CPUs-in.CPUs) > 0.001 || c.MemoryMB != in.MemoryMB:
 			f.Kind, f.Detail = DriftCaps, fmt.Sprintf("want %s CPU and %d MiB, the container has %s CPU and %d MiB", formatCPUs(in.CPUs), in.MemoryMB, formatCPUs(c.CPUs), c.MemoryMB)
+		case in.DiskGB > 0 && (c.DiskGB == nil || *c.DiskGB != in.DiskGB):
+			f.Kind, f.Detail = DriftCaps, fmt.Sprintf("want a %d GiB disk quota, the instance has %s", in.DiskGB, diskOf(c.DiskGB))
 		case c.Image != in.N8nImage:
 			f.Kind, f.Detail = DriftImage, fmt.Sprintf("want %s, the container runs %s", in.N8nImage, c.Image)
 		default:

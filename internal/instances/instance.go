@@ -51,6 +51,7 @@ type Instance struct {
 	PlanID              string
 	CPUs                float64 `gorm:"column:cpus"`
 	MemoryMB            int
+	DiskGB              int    `gorm:"column:disk_gb"` // the data's quota; 0 for instances made before quotas
 	N8nImage            string `gorm:"column:n8n_image"`
 	Status              Status
 	Step                string

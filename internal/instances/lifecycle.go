@@ -272,6 +272,9 @@ func (s *Service) restart(ctx context.Context, in *Instance, host Host) error {
 
 func (s *Service) resize(ctx context.Context, in *Instance, host Host) error {
 	settings := map[string]string{"CPUS": formatCPUs(in.CPUs), "MEMORY_MB": fmt.Sprint(in.MemoryMB)}
+	if in.DiskGB > 0 {
+		settings["DISK_GB"] = fmt.Sprint(in.DiskGB)
+	}
 	if _, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "limits", in.Slug, settings); err != nil {
 		return err
 	}
@@ -296,7 +299,23 @@ func (s *Service) verifyCapsOf(ctx context.Context, in *Instance, host Host, mus
 		return outcome{}, apperr.New(apperr.Invalid, "resource caps did not take effect on %s: want %s CPU and %d MiB, the container has %s CPU and %d MiB",
 			host.Name, formatCPUs(in.CPUs), in.MemoryMB, formatCPUs(st.CPUs), st.MemoryMB)
 	}
-	return outcome{message: fmt.Sprintf("resource caps verified: %s CPU, %d MiB", formatCPUs(st.CPUs), st.MemoryMB)}, nil
+	if in.DiskGB > 0 && (st.DiskGB == nil || *st.DiskGB != in.DiskGB) {
+		// Without its quota, one customer's executions could fill the host's disk.
+		return outcome{}, apperr.New(apperr.Invalid, "the disk quota did not take effect on %s: want %d GiB, the instance has %s",
+			host.Name, in.DiskGB, diskOf(st.DiskGB))
+	}
+	message := fmt.Sprintf("resource caps verified: %s CPU, %d MiB", formatCPUs(st.CPUs), st.MemoryMB)
+	if in.DiskGB > 0 {
+		message += fmt.Sprintf(", %d GiB disk", in.DiskGB)
+	}
+	return outcome{message: message}, nil
+}
+
+func diskOf(gb *int) string {
+	if gb == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%d GiB", *gb)
 }
 
 func (s *Service) upgrade(ctx context.Context, in *Instance, host Host, image string) error {

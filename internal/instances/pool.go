@@ -71,11 +71,11 @@ func (s *Service) enqueueFill(ctx context.Context, id string) error {
 }
 
 func specOf(p billing.Plan) Spec {
-	return Spec{PlanID: p.ID, CPUs: p.CPUs, MemoryMB: p.MemoryMB, Image: p.N8nImage}
+	return Spec{PlanID: p.ID, CPUs: p.CPUs, MemoryMB: p.MemoryMB, DiskGB: p.DiskGB, Image: p.N8nImage}
 }
 
 func (in *Instance) spec() Spec {
-	return Spec{PlanID: in.PlanID, CPUs: in.CPUs, MemoryMB: in.MemoryMB, Image: in.N8nImage}
+	return Spec{PlanID: in.PlanID, CPUs: in.CPUs, MemoryMB: in.MemoryMB, DiskGB: in.DiskGB, Image: in.N8nImage}
 }
 
 // start gives a paid subscription its instance: a ready pool member on the first host in
@@ -322,7 +322,8 @@ func leastLoaded(hosts []HostRoom) *HostRoom {
 
 // startMember reserves a pool member of plan on host and starts its fill job.
 func (s *Service) startMember(ctx context.Context, plan billing.Plan, host string) error {
-	in := &Instance{ID: NewID(), PlanID: plan.ID, CPUs: plan.CPUs, MemoryMB: plan.MemoryMB, N8nImage: plan.N8nImage, Status: Warm}
+	in := &Instance{ID: NewID(), PlanID: plan.ID, CPUs: plan.CPUs, MemoryMB: plan.MemoryMB, DiskGB: plan.DiskGB,
+		N8nImage: plan.N8nImage, Status: Warm}
 	if err := s.sealSecrets(in); err != nil {
 		return err
 	}

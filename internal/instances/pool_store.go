@@ -25,6 +25,7 @@ type Spec struct {
 	PlanID   string
 	CPUs     float64
 	MemoryMB int
+	DiskGB   int
 	Image    string
 }
 
@@ -68,8 +69,8 @@ func (s *Store) ClaimMember(ctx context.Context, spec Spec, host string, c Claim
 
 // readyMembers selects the pool members of spec that are started and ready.
 func readyMembers(tx *gorm.DB, spec Spec) *gorm.DB {
-	return tx.Model(&Instance{}).Where("status = ? AND step = ? AND plan_id = ? AND cpus = ? AND memory_mb = ? AND n8n_image = ?",
-		Warm, stepHealthy, spec.PlanID, spec.CPUs, spec.MemoryMB, spec.Image)
+	return tx.Model(&Instance{}).Where("status = ? AND step = ? AND plan_id = ? AND cpus = ? AND memory_mb = ? AND disk_gb = ? AND n8n_image = ?",
+		Warm, stepHealthy, spec.PlanID, spec.CPUs, spec.MemoryMB, spec.DiskGB, spec.Image)
 }
 
 // TakeMember takes the ready pool member id out of the pool (status deleting) so that it

@@ -403,3 +403,45 @@ func TestDoctorReportsEgressDrift(t *testing.T) {
 		t.Errorf("finding = %+v", f)
 	}
 }
+
+// A plan's disk quota reaches the host and is verified with the other caps: a host that
+// drops it fails the instance rather than let one customer fill its disk.
+func TestDiskQuotaIsVerifiedLikeTheOtherCaps(t *testing.T) {
+	plan := billing.Plan{ID: "starter", CPUs: 0.5, MemoryMB: 1024, DiskGB: 10, N8nImage: billing.DefaultN8nImage}
+	st := newSagaWorld(t, billing.Plans{plan})
+	st.pay("sub_1", "cus_1")
+	if _, err := st.run(); err != nil || st.instance().Status != Active {
+		t.Fatalf("run = %v, %s", err, st.instance().Status)
+	}
+	if got := st.world.containers[st.instance().Slug]["DISK_GB"]; got != "10" {
+		t.Errorf("launched with DISK_GB %q", got)
+	}
+	if caps := st.events("step"); !strings.Contains(strings.Join(caps, "|"), "resource caps verified: 0.5 CPU, 1024 MiB, 10 GiB disk") {
+		t.Errorf("timeline = %q", caps)
+	}
+}
+
+func TestHostThatDropsTheDiskQuotaFailsTheInstance(t *testing.T) {
+	plan := billing.Plan{ID: "starter", CPUs: 0.5, MemoryMB: 1024, DiskGB: 10, N8nImage: billing.DefaultN8nImage}
+	dropped := newSagaWorld(t, billing.Plans{plan})
+	dropped.world.ignoreDisk = true
+	dropped.pay("sub_1", "cus_1")
+	dropped.run()
+	if in := dropped.instance(); in.Status != Failed || !strings.Contains(in.FailureReason, "the disk quota did not take effect") {
+		t.Errorf("a host without the quota: %s, %q", in.Status, in.FailureReason)
+	}
+}
+
+// The doctor records each host's disk for placement, and reports one 80 % full.
+func TestDoctorWatchesTheHostDisk(t *testing.T) {
+	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st.world.hostDisk = [2]int64{100 << 30, 79 << 30}
+	if report, _ := st.service().Doctor(st.ctx, false, nil); report.Drift() || st.world.hostDiskGB != 100 {
+		t.Fatalf("at 79 %%: findings %+v, recorded %d GiB", report.Findings, st.world.hostDiskGB)
+	}
+	st.world.hostDisk = [2]int64{100 << 30, 85 << 30}
+	report, _ := st.service().Doctor(st.ctx, false, nil)
+	if len(report.Findings) != 1 || report.Findings[0].Kind != DriftHostDisk || !strings.Contains(report.Findings[0].Detail, "85 % full") {
+		t.Errorf("at 85 %%: findings %+v", report.Findings)
+	}
+}

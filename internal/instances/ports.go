@@ -36,6 +36,9 @@ type Placer interface {
 	// AssignTo places the instance on the named host, atomically, if the host is active
 	// and has a free slot; errors.Is(err, ErrNoRoom) otherwise.
 	AssignTo(ctx context.Context, instanceID, host string) (Host, error)
+	// RecordDisk stores the size of a host's data disk in GiB, which placement keeps
+	// the instances' disk quotas within.
+	RecordDisk(ctx context.Context, host string, gb int) error
 }
 
 // HostRoom is an active host's load: its instances (pool members included) and free slots.

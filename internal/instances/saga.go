@@ -387,6 +387,9 @@ func (s *Service) launch(ctx context.Context, in *Instance, host Host) (outcome,
 		"TZ":                 s.cfg.TimeZone,
 		"SETUP_AUTH_USERS":   htpasswd,
 	}
+	if in.DiskGB > 0 {
+		settings["DISK_GB"] = fmt.Sprint(in.DiskGB)
+	}
 	if _, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "provision", in.Slug, settings); err != nil {
 		return outcome{}, err
 	}
@@ -408,6 +411,9 @@ type containerStatus struct {
 	Image    string  `json:"image"`
 	CPUs     float64 `json:"cpus"`
 	MemoryMB int     `json:"memory_mb"`
+	// DiskGB is the data's quota (nil: none); DiskUsedBytes what the data uses.
+	DiskGB        *int  `json:"disk_gb"`
+	DiskUsedBytes int64 `json:"disk_used_bytes"`
 }
 
 func (s *Service) status(ctx context.Context, in *Instance, host Host) (containerStatus, error) {

@@ -107,6 +107,11 @@ type world struct {
 	inserted   []river.JobArgs
 	// egressDrift, when set, is what n8nctl list says is wrong with the egress policy.
 	egressDrift string
+	// ignoreDisk makes the host drop disk quotas, as one without loop devices would.
+	ignoreDisk bool
+	// hostDisk is what n8nctl list reports of the host's disk; hostDiskGB what was recorded.
+	hostDisk   [2]int64
+	hostDiskGB int
 }
 
 func newWorld() *world {
@@ -130,6 +135,13 @@ func (w *world) AssignTo(ctx context.Context, id, _ string) (Host, error) { retu
 // Capacity reports the one host, with room.
 func (w *world) Capacity(context.Context) ([]HostRoom, error) {
 	return []HostRoom{{Name: w.host.Name, Free: 10}}, nil
+}
+
+func (w *world) RecordDisk(_ context.Context, _ string, gb int) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.hostDiskGB = gb
+	return nil
 }
 
 func (w *world) Host(context.Context, string) (Host, error) { return w.host, nil }
@@ -168,6 +180,12 @@ func (w *world) Run(_ context.Context, _ string, _ int, verb, slug string, setti
 	case "list":
 		var list hostList
 		list.Host.Egress = "ok"
+		if w.hostDisk[0] > 0 {
+			list.Host.Disk = &struct {
+				SizeBytes int64 `json:"size_bytes"`
+				UsedBytes int64 `json:"used_bytes"`
+			}{w.hostDisk[0], w.hostDisk[1]}
+		}
 		if w.egressDrift != "" {
 			list.Host.Egress = w.egressDrift
 		}
@@ -190,7 +208,12 @@ func (w *world) statusOf(slug string, c map[string]string) containerStatus {
 	var mem int
 	fmt.Sscan(c["CPUS"], &cpus)
 	fmt.Sscan(c["MEMORY_MB"], &mem)
-	return containerStatus{Slug: slug, Exists: true, Running: true, Image: c["IMAGE"], CPUs: cpus, MemoryMB: mem}
+	st := containerStatus{Slug: slug, Exists: true, Running: true, Image: c["IMAGE"], CPUs: cpus, MemoryMB: mem}
+	var disk int
+	if _, err := fmt.Sscan(c["DISK_GB"], &disk); err == nil && !w.ignoreDisk {
+		st.DiskGB = &disk
+	}
+	return st
 }
 
 func (w *world) Ready(context.Context, string, string) error { return w.take("ready") }

@@ -209,9 +209,13 @@ func (s *Service) keepRunning(ctx context.Context, in *Instance, plan billing.Pl
 	if in.SuspendAt != nil || in.DeleteAfter != nil {
 		set["suspend_at"], set["delete_after"] = nil, nil
 	}
-	resize := in.PlanID != plan.ID && (in.CPUs != plan.CPUs || in.MemoryMB != plan.MemoryMB)
+	disk := max(in.DiskGB, plan.DiskGB) // a disk grows with the plan, never shrinks
+	if in.DiskGB == 0 {
+		disk = 0 // made before quotas: its data is on the host's disk
+	}
+	resize := in.PlanID != plan.ID && (in.CPUs != plan.CPUs || in.MemoryMB != plan.MemoryMB || disk != in.DiskGB)
 	if in.PlanID != plan.ID {
-		set["plan_id"], set["cpus"], set["memory_mb"] = plan.ID, plan.CPUs, plan.MemoryMB
+		set["plan_id"], set["cpus"], set["memory_mb"], set["disk_gb"] = plan.ID, plan.CPUs, plan.MemoryMB, disk
 	}
 	if len(set) > 0 {
 		if err := s.store.Apply(ctx, in.ID, set, "billing", "subscription is active: plan "+plan.ID); err != nil {
@@ -276,7 +280,7 @@ func liveInstance(list []Instance) *Instance {
 func (s *Service) create(ctx context.Context, sub Subscription, plan billing.Plan) (*Instance, error) {
 	in := &Instance{
 		ID: NewID(), ClientID: sub.ClientID, PlanID: plan.ID, CPUs: plan.CPUs, MemoryMB: plan.MemoryMB,
-		N8nImage: plan.N8nImage, Status: Pending, OwnerEmail: sub.Email,
+		DiskGB: plan.DiskGB, N8nImage: plan.N8nImage, Status: Pending, OwnerEmail: sub.Email,
 	}
 	if sub.ID != "" {
 		in.SubscriptionID = &sub.ID

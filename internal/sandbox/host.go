@@ -91,6 +91,8 @@ func (h *host) runEnv() []string {
 		"FAKE_DOCKER_FAIL=", "FAKE_DOCKER_IGNORE_LIMITS=", "FAKE_DOCKER_UNHEALTHY_IMAGE=",
 		"FAKE_DOCKER_ON_START=", "FAKE_DOCKER_ON_STOP=",
 		"N8N_EGRESS=" + h.world.egressPath, "FAKE_EGRESS_DRIFT=",
+		"N8N_FSTAB=" + filepath.Join(h.dataRoot, ".fstab"), "FAKE_DISK_STATE=" + filepath.Join(h.dockerState, "disk"),
+		"PATH=" + h.world.diskBin + string(os.PathListSeparator) + os.Getenv("PATH"),
 	}
 	// LocalRunner starts from this process's environment; a host VM does not share the
 	// provisioner's, and its secrets (PROVISIONER_MASTER_KEY, ...) have no business there.

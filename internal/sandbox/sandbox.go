@@ -134,6 +134,7 @@ type World struct {
 	n8nctlPath string
 	dockerPath string
 	egressPath string
+	diskBin    string
 	pveHTTP    *httpServer
 	cfHTTP     *httpServer
 
@@ -188,6 +189,9 @@ func Start(ctx context.Context, cfg Config) (*World, error) {
 		if err := writeExecutable(path, content); err != nil {
 			return nil, err
 		}
+	}
+	if err := w.installFakeDisk(); err != nil {
+		return nil, err
 	}
 
 	w.ProxmoxTokenID = "provisioner@pve!sandbox"
@@ -330,6 +334,22 @@ func (w *World) Hosts() []Host {
 
 // FQDN returns the public name of instance slug: slug.BaseDomain.
 func (w *World) FQDN(slug string) string { return slug + "." + w.BaseDomain }
+
+// installFakeDisk puts the fake disk tools first on the hosts' PATH (diskBin): a fake
+// host is a directory of this machine, where loop-mounting images would need root.
+func (w *World) installFakeDisk() error {
+	dir := filepath.Join(w.dir, "bin", "disk")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return apperr.Wrap(apperr.Internal, err, "sandbox: create %s", dir)
+	}
+	for _, tool := range scripts.FakeDiskTools {
+		if err := writeExecutable(filepath.Join(dir, tool), scripts.FakeDisk); err != nil {
+			return err
+		}
+	}
+	w.diskBin = dir
+	return nil
+}
 
 // SetHostEnv sets extra environment for every command the guest agent runs on host name
 // from now on (replacing what an earlier call set): the fake docker's knobs
