@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Go, gcc and PostgreSQL's binaries: shellcheck,
 # jq (n8nctl uses it on the hosts too) and docker-compose (to validate docker-compose.yml;
-# no Docker engine is needed for that) from Debian's packages, and stripe-mock with Go.
+# no Docker engine is needed for that) from Debian's packages, and stripe-mock and age with Go.
 # Idempotent; as root it installs, otherwise it says what is missing.
 set -euo pipefail
 
@@ -16,6 +16,14 @@ if ! go version -m "$gobin/stripe-mock" 2>/dev/null | grep -qE "^\s+mod\s+github
   echo "install-tools: installing stripe-mock $stripe_mock_version" >&2
   go install "github.com/stripe/stripe-mock@$stripe_mock_version" ||
     echo "install-tools: stripe-mock could not be installed; billing's stripe-mock contract tests will be skipped" >&2
+fi
+
+# age encrypts backups before they leave a host (hosts get it from apt, bootstrap-host.sh);
+# the tests run the real n8nctl, so they need the same binary. The module is BSD-licensed.
+age_version=v1.2.1
+if ! go version -m "$gobin/age" 2>/dev/null | grep -qE "^\s+mod\s+filippo.io/age\s+$age_version\s"; then
+  echo "install-tools: installing age $age_version" >&2
+  go install "filippo.io/age/cmd/...@$age_version"
 fi
 
 missing=()

@@ -29,6 +29,8 @@ export PROVISIONER_TEST_REQUIRE_POSTGRES=1
 # stripe-mock for billing's contract tests, on a free loopback port, when it is installed.
 gobin=$(go env GOBIN)
 [ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+# The tests run our host scripts, which need the tools installed there (age).
+export PATH="$gobin:$PATH"
 if [ -z "${PROVISIONER_TEST_STRIPE_MOCK_URL:-}" ] && [ -x "$gobin/stripe-mock" ]; then
   for _ in $(seq 1 50); do
     port=$((20000 + RANDOM % 30000))
