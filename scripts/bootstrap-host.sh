@@ -9,8 +9,9 @@
 # What it sets up:
 #   - packages from the distribution: docker.io (kept as is when Docker's own
 #     docker-ce is installed), Compose v2 where the release has it, jq, curl,
-#     ca-certificates, qemu-guest-agent (started: the provisioner runs n8nctl
-#     through it);
+#     age (n8nctl encrypts backups with it, and curl moves them through
+#     presigned URLs), ca-certificates, qemu-guest-agent (started: the
+#     provisioner runs n8nctl through it);
 #   - /etc/docker/daemon.json: json-file logs with rotation, live-restore
 #     (merged into an existing file, whose other settings stay);
 #   - the Docker network "proxy", with inter-container traffic off: n8n
@@ -394,7 +395,7 @@ installed() { [[ -v INSTALLED[$1] ]]; }
 available() { apt-cache show --no-all-versions "$1" >/dev/null 2>&1; }
 
 ensure_packages() {
-	local want=(ca-certificates curl jq qemu-guest-agent) missing=() p compose="" docker_pkg=docker.io
+	local want=(ca-certificates curl jq age qemu-guest-agent) missing=() p compose="" docker_pkg=docker.io
 	query_packages "${want[@]}" docker.io docker-ce docker-compose-v2 docker-compose-plugin
 	if installed docker-ce; then
 		docker_pkg=docker-ce

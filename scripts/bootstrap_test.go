@@ -73,7 +73,7 @@ me=${0##*/}
 
 unit_file() { if [[ $1 == *.* ]]; then echo "$S/units/$1"; else echo "$S/units/$1.service"; fi; }
 unit_set() { printf '%s %s\n' "$2" "$3" >"$(unit_file "$1")"; }
-available() { [[ " ${FAKE_APT_AVAILABLE:-ca-certificates curl jq qemu-guest-agent docker.io docker-compose-v2} " == *" $1 "* ]]; }
+available() { [[ " ${FAKE_APT_AVAILABLE:-ca-certificates curl jq age qemu-guest-agent docker.io docker-compose-v2} " == *" $1 "* ]]; }
 agent_channel() { [[ -e ${FAKE_ROOT:-/}/dev/virtio-ports/org.qemu.guest_agent.0 ]]; }
 
 fake_apt_get() {
@@ -749,7 +749,7 @@ func TestBootstrapInstallsTheHostThenChangesNothing(t *testing.T) {
 			return strings.HasPrefix(s, "-") || strings.HasPrefix(s, "Dpkg::")
 		})[1:], " "))
 	}
-	wantApt := []string{"update", "install ca-certificates curl jq qemu-guest-agent docker.io docker-compose-v2"}
+	wantApt := []string{"update", "install ca-certificates curl jq age qemu-guest-agent docker.io docker-compose-v2"}
 	if !slices.Equal(aptCalls, wantApt) {
 		t.Errorf("apt-get calls %q, want %q", aptCalls, wantApt)
 	}
@@ -978,7 +978,7 @@ func TestBootstrapDryRunChangesNothing(t *testing.T) {
 	if after := h.snapshot(); len(after) != len(before) {
 		t.Errorf("dry run wrote files: %d entries before, %d after", len(before), len(after))
 	}
-	for _, want := range []string{"would install ca-certificates curl jq qemu-guest-agent docker.io docker-compose-v2",
+	for _, want := range []string{"would install ca-certificates curl jq age qemu-guest-agent docker.io docker-compose-v2",
 		"would write /etc/n8n-provisioner/secrets/cloudflare-dns-token (mode 600)",
 		"would create the traefik container", "change(s) would be made"} {
 		if !strings.Contains(res.stdout, want) {
@@ -1166,7 +1166,7 @@ func TestBootstrapRefusesABrokenDaemonJSON(t *testing.T) {
 
 func TestBootstrapKeepsDockerCE(t *testing.T) {
 	t.Parallel()
-	h := bootstrapSetup(t, "FAKE_APT_AVAILABLE=ca-certificates curl jq qemu-guest-agent docker-ce docker-compose-plugin")
+	h := bootstrapSetup(t, "FAKE_APT_AVAILABLE=ca-certificates curl jq age qemu-guest-agent docker-ce docker-compose-plugin")
 	// Docker's own packages, installed before the script ran.
 	if err := os.MkdirAll(filepath.Join(h.state, "dpkg"), 0o755); err != nil {
 		t.Fatal(err)
@@ -1182,14 +1182,14 @@ func TestBootstrapKeepsDockerCE(t *testing.T) {
 	h.callsSeen = len(h.allCalls())
 	res := h.mustRun(h.args())
 	got := bootstrapCallsMatching(res.calls, "apt-get")
-	if len(got) != 2 || !strings.HasSuffix(got[1], "install -y ca-certificates curl jq qemu-guest-agent docker-compose-plugin") {
+	if len(got) != 2 || !strings.HasSuffix(got[1], "install -y ca-certificates curl jq age qemu-guest-agent docker-compose-plugin") {
 		t.Errorf("apt-get calls %q: want docker.io left out and the Compose plugin in", got)
 	}
 }
 
 func TestBootstrapSkipsComposeWhereTheReleaseHasNone(t *testing.T) {
 	t.Parallel()
-	h := bootstrapSetup(t, "FAKE_APT_AVAILABLE=ca-certificates curl jq qemu-guest-agent docker.io")
+	h := bootstrapSetup(t, "FAKE_APT_AVAILABLE=ca-certificates curl jq age qemu-guest-agent docker.io")
 	h.writeRoot("etc/os-release", "ID=debian\nVERSION_ID=\"12\"\n", 0o644)
 	first := h.mustRun(h.args())
 	if !strings.Contains(first.stdout, "no docker-compose-v2 package") {

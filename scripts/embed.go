@@ -7,7 +7,7 @@ package scripts
 import _ "embed"
 
 // N8nctl is scripts/n8nctl, the host agent, byte for byte. Write it to a file with mode
-// 0755 to run it; it needs bash, jq, flock and coreutils.
+// 0755 to run it; it needs bash, jq, flock, coreutils, and age and curl for backups.
 //
 //go:embed n8nctl
 var N8nctl string

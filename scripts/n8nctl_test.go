@@ -62,7 +62,7 @@ func provisionInput(overrides ...string) string {
 }
 
 type host struct {
-	t                         *testing.T
+	t                         testing.TB
 	dir, root, state, backups string
 	script, dockerBin         string
 	env                       []string
@@ -75,7 +75,7 @@ type result struct {
 	stderr string
 }
 
-func setup(t *testing.T, env ...string) *host {
+func setup(t testing.TB, env ...string) *host {
 	t.Helper()
 	dir := t.TempDir()
 	script, err := filepath.Abs("n8nctl")
@@ -123,13 +123,34 @@ func (h *host) run(verb, slug, stdin string, env ...string) result {
 
 func (h *host) runArgs(stdin string, env []string, args ...string) result {
 	h.t.Helper()
-	cmd := exec.Command(h.script, args...)
-	cmd.Dir = h.dir
-	cmd.Env = append(slices.Clone(h.env), env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	return h.wait(h.start(stdin, env, args...))
+}
+
+// started is an n8nctl running in the background, for a test to act while it works.
+type started struct {
+	cmd            *exec.Cmd
+	args           []string
+	stdout, stderr bytes.Buffer
+}
+
+// start starts `n8nctl args...`; wait checks it as run does.
+func (h *host) start(stdin string, env []string, args ...string) *started {
+	h.t.Helper()
+	p := &started{cmd: exec.Command(h.script, args...), args: args}
+	p.cmd.Dir = h.dir
+	p.cmd.Env = append(slices.Clone(h.env), env...)
+	p.cmd.Stdin = strings.NewReader(stdin)
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		h.t.Fatalf("n8nctl %v: %v", args, err)
+	}
+	return p
+}
+
+func (h *host) wait(p *started) result {
+	h.t.Helper()
+	args, stdout, stderr := p.args, &p.stdout, &p.stderr
+	err := p.cmd.Wait()
 	res := result{stderr: stderr.String()}
 	var exitErr *exec.ExitError
 	switch {
@@ -274,7 +295,8 @@ func TestUsageAndHostileSlugsAreRejectedBeforeAnythingRuns(t *testing.T) {
 		"$(touch pwned)", "`touch pwned`", "a;touch pwned", "acme\n", "acme\nb", "--help", "-rf",
 		strings.Repeat("a", 64), "ñandú",
 	}
-	verbs := []string{"provision", "status", "suspend", "resume", "limits", "destroy", "backup", "restore", "upgrade"}
+	verbs := []string{"provision", "status", "suspend", "resume", "limits", "destroy", "backup", "restore", "upgrade",
+		"upload", "fetch", "prune"}
 	h := setup(t)
 	for _, slug := range hostile {
 		for _, verb := range verbs {
