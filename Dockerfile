@@ -7,7 +7,9 @@ COPY . .
 RUN CGO_ENABLED=1 go build -trimpath -ldflags='-s -w' -o /out/provisioner ./cmd/provisioner
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tzdata \
+# postgresql-client: pg_dump and pg_restore (15, as the compose file's server) for the
+# daily dump of the provisioner's own database.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates tzdata postgresql-client \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /var/lib/provisioner --create-home provisioner
 COPY --from=build /out/provisioner /usr/local/bin/provisioner

@@ -55,6 +55,10 @@ func runOps(ctx context.Context, cmd string, args []string, getenv func(string) 
 		return c.group("hosts", "the host inventory: the VMs that run customer containers", hostCommands, args)
 	case "instances":
 		return c.group("instances", "customer n8n instances: read them, and queue lifecycle actions for the workers of `provisioner serve`", instanceCommands, args)
+	case "backups":
+		return c.group("backups", "every instance's backups", backupCommands, args)
+	case "db":
+		return c.dbCommand(args, dumpBucket)
 	case "doctor":
 		return c.doctor("doctor", args)
 	case "pool":
@@ -317,8 +321,12 @@ func (o *ops) request(ctx context.Context, act func(*instances.Service) (instanc
 		return instances.Instance{}, nil, err
 	}
 	rec := &jobRecorder{q: q}
+	archives, err := o.cfg.Backups.archives() // a move is refused without one
+	if err != nil {
+		return instances.Instance{}, nil, err
+	}
 	svc := instances.NewService(instances.Config{
-		Store: o.instances, Queue: rec, Plans: o.cfg.Plans, Placer: placer{o.hosts},
+		Store: o.instances, Queue: rec, Plans: o.cfg.Plans, Placer: placer{o.hosts}, Bucket: archives,
 		BaseDomain: o.cfg.BaseDomain, TimeZone: o.cfg.Providers.TimeZone, Logger: o.log,
 	})
 	in, err := act(svc)

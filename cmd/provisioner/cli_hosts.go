@@ -15,6 +15,7 @@ var hostCommands = []command{
 	{"enable", "let a host take new instances again", hostStateCommand(hosts.Active)},
 	{"disable", "take a host out of service: no new instances, operator attention", hostStateCommand(hosts.Disabled)},
 	{"set", "change a host's capacity (--max-instances)", (*cli).hostsSet},
+	{"evacuate", "drain a host and move its instances to the others, N at a time", (*cli).hostsEvacuate},
 }
 
 func (c *cli) hostsList(path string, args []string) error {

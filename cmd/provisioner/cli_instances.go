@@ -27,9 +27,10 @@ var instanceCommands = []command{
 		(*instances.Service).Restart)},
 	{"upgrade", "move an instance, or the whole fleet, to another pinned n8n image", (*cli).instancesUpgrade},
 	{"backup", "take a backup of an instance's data now", actionCommand("backup",
-		"Takes a backup of an active or suspended instance's data on its host (n8nctl backup: a tar with a manifest and checksum).",
+		"Takes a backup of an active or suspended instance's data on its host (n8nctl backup: a tar encrypted there with a key of its own, with a manifest and checksum), then uploads it to the bucket when one is configured.",
 		(*instances.Service).Backup)},
-	{"restore", "put one of an instance's backups back (--backup ID)", (*cli).instancesRestore},
+	{"restore", "put one of an instance's backups back (--backup ID [--host H])", (*cli).instancesRestore},
+	{"move", "move an instance to another host (--to HOST), same URL, login and key", (*cli).instancesMove},
 	{"delete", "back up, then delete an instance", actionCommand("delete",
 		"Deletes an instance now: a final backup first (kept for the retention period, with the instance's sealed encryption key), then its container and DNS record.",
 		(*instances.Service).Delete)},
@@ -197,16 +198,7 @@ func (c *cli) instancesShow(path string, args []string) error {
 	printEvents(c.stdout, events)
 	if len(backups) > 0 {
 		fmt.Fprintln(c.stdout, "\nBackups:")
-		tw = newTable(c.stdout)
-		fmt.Fprintln(tw, "CREATED\tREASON\tHOST\tBYTES\tKEPT UNTIL\tPATH")
-		for _, b := range backups {
-			kept := "-"
-			if b.ExpiresAt != nil {
-				kept = b.ExpiresAt.UTC().Format(time.DateOnly)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", b.CreatedAt.UTC().Format(time.DateTime), b.Reason, b.Host, b.Bytes, kept, b.Path)
-		}
-		tw.Flush()
+		printBackups(c.stdout, backups, false)
 	}
 	return nil
 }
@@ -267,11 +259,14 @@ type outcomeJSON struct {
 
 // actionCommand returns the command for one of the service's requests on an instance.
 func (c *cli) instancesRestore(path string, args []string) error {
-	f := newFlags(path, "ID --backup BACKUP_ID [--wait] [--json]", `Puts the data of one of the instance's backups back (see `+"`instances show ID`"+` for
-its backups), on the host that holds the backup, which must be the one the instance runs on.
-n8nctl checks the archive's checksum before it touches anything; an active instance is
-health-checked after.`)
+	f := newFlags(path, "ID --backup BACKUP_ID [--host HOST] [--wait] [--json]", `Puts the data of one of the instance's backups back (see `+"`instances show ID`"+` for
+its backups). On the instance's host (no --host) the archive is taken from that host, or
+downloaded from the bucket when the host does not hold it. With --host naming another host,
+the instance is moved there with that backup's data (see `+"`instances move`"+`). n8nctl
+checks the archive's SHA-256 and decrypts it before it touches anything; an active instance
+is health-checked after.`)
 	backup := f.String("backup", "", "the id of the backup to restore (required)")
+	host := f.String("host", "", "restore on this host (default: the instance's)")
 	asJSON := f.Bool("json", false, "print the instance and the job as JSON")
 	wait := f.Bool("wait", false, "follow the job until it ends and print what it did")
 	watch := followFlags(f)
@@ -286,7 +281,7 @@ health-checked after.`)
 		return err
 	}
 	return c.runAction(path, "restore", pos[0], *wait, *asJSON, watch, "", func(s *instances.Service, id string) (instances.Instance, error) {
-		return s.Restore(c.ctx, id, *backup)
+		return s.Restore(c.ctx, id, *backup, *host)
 	})
 }
 

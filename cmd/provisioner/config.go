@@ -32,6 +32,7 @@ type config struct {
 	LogLevel     slog.Level
 	Providers    providers
 	Billing      billing.Config
+	Backups      backupConfig
 	// generated lists the development secrets that were generated into the data dir
 	// because their variable was unset; the caller warns about each.
 	generated []string
@@ -90,6 +91,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.Billing, err = billing.ConfigFromEnv(getenv); err != nil {
 		return c, err // its errors start with the variable's name
+	}
+	if c.Backups, err = loadBackupConfig(getenv); err != nil {
+		return c, err
 	}
 	c.Providers, err = loadProviders(getenv, c)
 	return c, err

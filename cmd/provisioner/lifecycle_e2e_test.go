@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	"gorm.io/gorm"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
@@ -263,14 +264,24 @@ func (l *lifecycle) runCLI(args ...string) (string, error) {
 
 // archiveEncryptionKey returns the N8N encryption key that the backup archive's n8n
 // settings file (data/config) holds.
-func archiveEncryptionKey(t *testing.T, path string) string {
+// archiveEncryptionKey opens the archive at path with its age identity and returns the
+// n8n encryption key in its data/config.
+func archiveEncryptionKey(t *testing.T, path, identity string) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
+	id, err := age.ParseX25519Identity(identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := age.Decrypt(f, id)
+	if err != nil {
+		t.Fatalf("%s does not decrypt with its sealed key: %v", path, err)
+	}
+	zr, err := gzip.NewReader(plain)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
@@ -389,12 +400,16 @@ func TestLifecycleCancelSuspendsThenDeletesAfterRetention(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the backup's sealed key does not open: %v", err)
 			}
-			testlog.Secret(t, key)
-			if archiveEncryptionKey(t, b.Path) != key {
+			dataKey, err := l.keys.Open(b.DataKeySealed, "backup/"+b.ID+"/data_key")
+			if err != nil {
+				t.Fatalf("the backup's sealed archive key does not open: %v", err)
+			}
+			testlog.Secret(t, key, dataKey)
+			if archiveEncryptionKey(t, b.Path, dataKey) != key {
 				t.Error("the sealed key is not the key the archived n8n data was encrypted with")
 			}
 			out, err := l.runCLI("instances", "show", in.ID)
-			if err != nil || !strings.Contains(out, b.Path) || !strings.Contains(out, "final") {
+			if err != nil || !strings.Contains(out, b.ID) || !strings.Contains(out, "final") {
 				t.Errorf("instances show does not list the final backup (%v):\n%s", err, out)
 			}
 		})

@@ -29,8 +29,10 @@ const usage = `usage: provisioner [command]
 commands:
   serve      run the service (default): REST API, webhooks, workers
   migrate    apply pending database migrations and exit
-  hosts      the host inventory: list, add, drain, enable, disable, set
-  instances  list, show, suspend, resume, restart, upgrade (one or --all), backup, delete, retry
+  hosts      the host inventory: list, add, drain, enable, disable, set, evacuate
+  instances  list, show, suspend, resume, restart, upgrade (one or --all), backup, restore, move, delete, retry
+  backups    every instance's backups: list (--status failed)
+  db         the provisioner's own database: dump, list, restore (encrypted, in the bucket)
   doctor     compare the database with the hosts and DNS; --fix repairs the safe drift
   pool       the warm pool: ready and starting n8n instances per plan and host
   demo       watch a purchase become a running n8n against in-process fakes (no setup needed)
@@ -52,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, usage)
 		return nil
 	case "serve", "migrate":
-	case "hosts", "instances", "doctor", "pool":
+	case "hosts", "instances", "backups", "doctor", "pool", "db":
 		return runOps(ctx, cmd, args[2:], getenv, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[2:], getenv, stdout, stderr)
@@ -108,6 +110,9 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	}
 	svc.Register(workers)
 	q.AddPeriodic(svc.PeriodicJobs()...)
+	if err := addDatabaseDump(workers, q, cfg, svc, log); err != nil {
+		return err
+	}
 
 	registry := prometheus.NewRegistry()
 	bill, err := billing.New(cfg.Billing, billing.Deps{
@@ -199,7 +204,12 @@ func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store
 	if err != nil {
 		return nil, err
 	}
+	archives, err := cfg.Backups.archives()
+	if err != nil {
+		return nil, err
+	}
 	return instances.NewService(instances.Config{
+		Bucket: archives, Backups: cfg.Backups.Policy,
 		Store: store, Keys: keys, Queue: q, Plans: cfg.Plans,
 		Placer: placer{hostStore}, DNS: dnsAdapter, Agent: agent,
 		App:      n8nApp{},

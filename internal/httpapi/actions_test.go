@@ -55,8 +55,11 @@ func (r *recordingActions) Backup(ctx context.Context, id string) (instances.Ins
 func (r *recordingActions) Delete(ctx context.Context, id string) (instances.Instance, error) {
 	return r.act(ctx, "delete", id)
 }
-func (r *recordingActions) Restore(ctx context.Context, id, backupID string) (instances.Instance, error) {
-	return r.act(ctx, "restore "+backupID, id)
+func (r *recordingActions) Restore(ctx context.Context, id, backupID, host string) (instances.Instance, error) {
+	return r.act(ctx, strings.TrimSpace("restore "+backupID+" "+host), id)
+}
+func (r *recordingActions) Move(ctx context.Context, id, host string) (instances.Instance, error) {
+	return r.act(ctx, "move "+host, id)
 }
 func (r *recordingActions) Upgrade(ctx context.Context, id, image string) (instances.Instance, error) {
 	if !strings.Contains(image, ":") {
@@ -93,6 +96,14 @@ func TestInstanceActionsAPI(t *testing.T) {
 		{"POST", "/v1/instances/" + ids[0] + "/backup", adminKey, "", http.StatusAccepted},
 		{"POST", "/v1/instances/" + ids[0] + "/restore", adminKey, `{"backup_id":"b1"}`, http.StatusAccepted},
 		{"POST", "/v1/instances/" + ids[0] + "/restore", adminKey, `{"backup":"b1"}`, http.StatusBadRequest},
+		{"POST", "/v1/instances/" + ids[0] + "/restore", adminKey, `{"backup_id":"b2","host":"nuc2"}`, http.StatusAccepted},
+		{"POST", "/v1/instances/" + ids[0] + "/move", adminKey, `{"host":"nuc2"}`, http.StatusAccepted},
+		{"POST", "/v1/instances/" + ids[0] + "/move", adminKey, `{}`, http.StatusBadRequest},
+		{"POST", "/v1/instances/" + ids[0] + "/move", portalKey, `{"host":"nuc2"}`, http.StatusForbidden},
+		{"GET", "/v1/backups?status=failed", adminKey, "", http.StatusOK},
+		{"GET", "/v1/backups?status=lost", adminKey, "", http.StatusBadRequest},
+		{"GET", "/v1/backups?limit=0", adminKey, "", http.StatusBadRequest},
+		{"GET", "/v1/backups", portalKey, "", http.StatusForbidden},
 		{"GET", "/v1/instances/" + ids[0] + "/backups", adminKey, "", http.StatusOK},
 		{"GET", "/v1/instances/" + ids[0] + "/backups", portalKey, "", http.StatusForbidden},
 		{"POST", "/v1/instances/" + instances.NewID() + "/retry", adminKey, "", http.StatusNotFound},
@@ -113,7 +124,8 @@ func TestInstanceActionsAPI(t *testing.T) {
 			t.Errorf("%s %s = %d %s, want %d", tc.method, tc.path, res.Status, res.Body, tc.want)
 		}
 	}
-	want := []string{"restart " + ids[0], "suspend " + ids[0], "resume " + ids[1], "upgrade docker.n8n.io/n8nio/n8n:2.9.0 " + ids[0], "backup " + ids[0], "restore b1 " + ids[0], "delete " + ids[0]}
+	want := []string{"restart " + ids[0], "suspend " + ids[0], "resume " + ids[1], "upgrade docker.n8n.io/n8nio/n8n:2.9.0 " + ids[0], "backup " + ids[0], "restore b1 " + ids[0],
+		"restore b2 nuc2 " + ids[0], "move nuc2 " + ids[0], "delete " + ids[0]}
 	if got := strings.Join(actions.calls, "\n"); got != strings.Join(want, "\n") {
 		t.Errorf("actions called:\n%s\nwant:\n%s", got, strings.Join(want, "\n"))
 	}

@@ -194,14 +194,59 @@ func (s *Server) listBackups(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{"backups": out})
 }
 
-func (s *Server) restoreInstance(c echo.Context) error {
+// listAllBackups lists backups across instances, newest first: ?status=failed is the
+// operator's list of what needs attention.
+func (s *Server) listAllBackups(c echo.Context) error {
+	f := instances.BackupFilter{Status: instances.BackupStatus(c.QueryParam("status")), Limit: 100}
+	switch f.Status {
+	case "", instances.BackupLocal, instances.BackupUploaded, instances.BackupFailed, instances.BackupPruned:
+	default:
+		return apperr.New(apperr.Invalid, "status must be one of local, uploaded, failed, pruned")
+	}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return apperr.New(apperr.Invalid, "limit must be a number from 1 to 1000")
+		}
+		f.Limit = n
+	}
+	list, err := s.cfg.Instances.ListBackups(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]BackupJSON, 0, len(list))
+	for _, b := range list {
+		out = append(out, ViewBackup(b))
+	}
+	return c.JSON(http.StatusOK, map[string]any{"backups": out})
+}
+
+func (s *Server) moveInstance(c echo.Context) error {
 	var body struct {
-		BackupID string `json:"backup_id"`
+		Host string `json:"host"`
 	}
 	if err := decode(c, &body); err != nil {
 		return err
 	}
-	in, err := s.cfg.Actions.Restore(c.Request().Context(), c.Param("id"), body.BackupID)
+	if body.Host == "" {
+		return apperr.New(apperr.Invalid, "host is required")
+	}
+	in, err := s.cfg.Actions.Move(c.Request().Context(), c.Param("id"), body.Host)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, ViewInstance(in))
+}
+
+func (s *Server) restoreInstance(c echo.Context) error {
+	var body struct {
+		BackupID string `json:"backup_id"`
+		Host     string `json:"host"`
+	}
+	if err := decode(c, &body); err != nil {
+		return err
+	}
+	in, err := s.cfg.Actions.Restore(c.Request().Context(), c.Param("id"), body.BackupID, body.Host)
 	if err != nil {
 		return err
 	}

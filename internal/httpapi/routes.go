@@ -45,6 +45,8 @@ func (s *Server) routes() {
 	e.POST("/v1/instances/:id/upgrade", s.upgradeInstance, admin)
 	e.GET("/v1/instances/:id/backups", s.listBackups, admin)
 	e.POST("/v1/instances/:id/restore", s.restoreInstance, admin)
+	e.POST("/v1/instances/:id/move", s.moveInstance, admin)
+	e.GET("/v1/backups", s.listAllBackups, admin)
 	e.DELETE("/v1/instances/:id", s.instanceAction(InstanceActions.Delete), admin)
 	e.GET("/v1/hosts", s.listHosts, admin)
 	e.POST("/v1/hosts", s.addHost, admin)

@@ -24,6 +24,7 @@ type InstanceStore interface {
 	List(ctx context.Context, f instances.Filter, page instances.Page) ([]instances.Instance, string, error)
 	Timeline(ctx context.Context, id string) ([]instances.Event, error)
 	Backups(ctx context.Context, id string) ([]instances.Backup, error)
+	ListBackups(ctx context.Context, f instances.BackupFilter) ([]instances.Backup, error)
 }
 
 // InstanceActions are the actions on an instance; each runs as a durable job and returns
@@ -36,7 +37,8 @@ type InstanceActions interface {
 	Backup(ctx context.Context, id string) (instances.Instance, error)
 	Delete(ctx context.Context, id string) (instances.Instance, error)
 	Upgrade(ctx context.Context, id, image string) (instances.Instance, error)
-	Restore(ctx context.Context, id, backupID string) (instances.Instance, error)
+	Restore(ctx context.Context, id, backupID, host string) (instances.Instance, error)
+	Move(ctx context.Context, id, host string) (instances.Instance, error)
 }
 
 // Doctor compares the database with the hosts and DNS (see instances.Service.Doctor).

@@ -109,21 +109,32 @@ type hostPatchJSON struct {
 	MaxInstances *int         `json:"max_instances"`
 }
 
-// BackupJSON is a backup as the API shows it; the sealed encryption key it keeps is not.
+// BackupJSON is a backup as the API shows it; the sealed keys it keeps are not.
 type BackupJSON struct {
-	ID        string     `json:"id"`
-	Host      string     `json:"host"`
-	Path      string     `json:"path"`
-	SHA256    string     `json:"sha256"`
-	Bytes     int64      `json:"bytes"`
-	N8nImage  string     `json:"n8n_image"`
-	Reason    string     `json:"reason"`
-	CreatedAt time.Time  `json:"created_at"`
-	ExpiresAt *time.Time `json:"expires_at"`
+	ID         string     `json:"id"`
+	InstanceID string     `json:"instance_id"`
+	Status     string     `json:"status"`
+	Reason     string     `json:"reason"`
+	Name       string     `json:"name"`
+	Host       string     `json:"host"`
+	OnHost     bool       `json:"on_host"`
+	Path       string     `json:"path"`
+	ObjectKey  string     `json:"object_key"`
+	Encrypted  bool       `json:"encrypted"`
+	SHA256     string     `json:"sha256"`
+	Bytes      int64      `json:"bytes"`
+	N8nImage   string     `json:"n8n_image"`
+	Error      string     `json:"error"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UploadedAt *time.Time `json:"uploaded_at"`
+	ExpiresAt  *time.Time `json:"expires_at"`
+	PrunedAt   *time.Time `json:"pruned_at"`
 }
 
 // ViewBackup returns b as the API shows it.
 func ViewBackup(b instances.Backup) BackupJSON {
-	return BackupJSON{ID: b.ID, Host: b.Host, Path: b.Path, SHA256: b.SHA256, Bytes: b.Bytes,
-		N8nImage: b.N8nImage, Reason: b.Reason, CreatedAt: b.CreatedAt.UTC(), ExpiresAt: b.ExpiresAt}
+	return BackupJSON{ID: b.ID, InstanceID: b.InstanceID, Status: string(b.Status), Reason: b.Reason, Name: b.Name,
+		Host: b.Host, OnHost: b.OnHost, Path: b.Path, ObjectKey: b.ObjectKey, Encrypted: b.DataKeySealed != "",
+		SHA256: b.SHA256, Bytes: b.Bytes, N8nImage: b.N8nImage, Error: b.Error, CreatedAt: b.CreatedAt.UTC(),
+		UploadedAt: b.UploadedAt, ExpiresAt: b.ExpiresAt, PrunedAt: b.PrunedAt}
 }

@@ -100,6 +100,7 @@ func (s *Service) Doctor(ctx context.Context, fix bool, progress Progress) (Repo
 			report.Instances++
 		}
 	}
+	live = settled(live)
 	add := func(f Finding) { report.Findings = append(report.Findings, f) }
 	for i, h := range hosts {
 		s.checkHost(ctx, h, live, bySlug, fix, add)
@@ -110,6 +111,19 @@ func (s *Service) Doctor(ctx context.Context, fix bool, progress Progress) (Repo
 	s.checkDNS(ctx, hosts, live, bySlug, fix, add)
 	sort.SliceStable(report.Findings, func(i, j int) bool { return report.Findings[i].Kind < report.Findings[j].Kind })
 	return report, nil
+}
+
+// settled leaves out the instances being moved: their containers and DNS record change
+// under the move, which the doctor must not "repair". They are still known by slug, so
+// their containers are not taken for orphans.
+func settled(live []Instance) []Instance {
+	out := live[:0:0]
+	for _, in := range live {
+		if in.MovingTo == nil {
+			out = append(out, in)
+		}
+	}
+	return out
 }
 
 // expectsContainer reports whether an instance in st should have a container on its host.

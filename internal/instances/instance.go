@@ -70,8 +70,10 @@ type Instance struct {
 	StepAttempts     int
 	StepBlockedSince *time.Time
 	StepAlerted      bool
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
+	// MovingTo names the host an instance is being moved to, while the move runs.
+	MovingTo  *string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // TableName tells gorm the table.
@@ -101,21 +103,41 @@ type Event struct {
 // TableName tells gorm the table.
 func (Event) TableName() string { return "instance_events" }
 
-// Backup is an archive of an instance's data on its host. It keeps the instance's sealed
-// encryption key: without it the credentials saved in the backup cannot be decrypted.
+// Backup is an archive of an instance's data, taken on its host and copied to the bucket.
+// It keeps the instance's sealed encryption key (without it the credentials saved in the
+// backup cannot be decrypted) and the archive's own sealed age identity (without it the
+// archive cannot be opened).
 type Backup struct {
 	ID                  string
 	InstanceID          string
-	Host                string
-	Path                string
-	SHA256              string `gorm:"column:sha256"`
+	Host                string // the host that took it, and holds it while OnHost
+	Path                string // on Host
+	Name                string // the archive's file name, the same on every host and in the bucket
+	SHA256              string `gorm:"column:sha256"` // of the archive as stored (the ciphertext)
 	Bytes               int64
 	N8nImage            string `gorm:"column:n8n_image"`
 	EncryptionKeySealed string
-	Reason              string
+	DataKeySealed       string // empty for an archive taken before encryption
+	Reason              string // manual, daily, final, pre-upgrade, move
+	Status              BackupStatus
+	OnHost              bool
+	ObjectKey           string
+	Error               string
 	CreatedAt           time.Time
-	ExpiresAt           *time.Time
+	ExpiresAt           *time.Time // the final backup's: kept until then
+	UploadedAt          *time.Time
+	PrunedAt            *time.Time
 }
+
+// BackupStatus is where a backup's archive is.
+type BackupStatus string
+
+const (
+	BackupLocal    BackupStatus = "local"    // on its host only (no bucket, or the upload is pending)
+	BackupUploaded BackupStatus = "uploaded" // in the bucket, its SHA-256 verified there
+	BackupFailed   BackupStatus = "failed"   // not taken, or its upload gave up; Error says why
+	BackupPruned   BackupStatus = "pruned"   // removed everywhere by retention
+)
 
 // TableName tells gorm the table.
 func (Backup) TableName() string { return "backups" }

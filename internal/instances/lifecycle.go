@@ -2,7 +2,6 @@ package instances
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -121,10 +120,12 @@ func (s *Service) Backup(ctx context.Context, id string) (Instance, error) {
 }
 
 // Restore puts the data of one of the instance's backups back (its workflows, credentials
-// and executions as they were), on the host that holds the backup, which must be the one
-// the instance runs on. It returns NotFound for a backup of another instance and Invalid
-// for a backup on another host.
-func (s *Service) Restore(ctx context.Context, id, backupID string) (Instance, error) {
+// and executions as they were). On the instance's own host (host empty or the same), the
+// archive is taken from that host, or downloaded from the bucket when the host does not
+// hold it. On another host, the instance is moved there with that backup's data. It
+// returns NotFound for a backup of another instance and Invalid for a pruned backup or one
+// that no host or bucket holds.
+func (s *Service) Restore(ctx context.Context, id, backupID, host string) (Instance, error) {
 	b, err := s.store.Backup(ctx, backupID)
 	if err != nil {
 		return Instance{}, err
@@ -136,9 +137,13 @@ func (s *Service) Restore(ctx context.Context, id, backupID string) (Instance, e
 	switch {
 	case b.InstanceID != in.ID:
 		return in, apperr.New(apperr.NotFound, "backup %s is not one of instance %s's", backupID, id)
-	case in.Host == nil || b.Host != *in.Host:
-		// Backups stay on the host that took them; carrying one to another host is not built yet.
-		return in, apperr.New(apperr.Invalid, "backup %s is on host %s but the instance runs on %s: restore it there, or move the archive by hand", backupID, b.Host, deref(in.Host))
+	case b.Status == BackupPruned:
+		return in, apperr.New(apperr.Invalid, "backup %s was pruned by retention", backupID)
+	case b.ObjectKey == "" && (!b.OnHost || (host != "" && host != b.Host) || b.Host != deref(in.Host)):
+		return in, apperr.New(apperr.Invalid, "backup %s is only on host %s and not in the bucket: it can be restored there only", backupID, b.Host)
+	}
+	if host != "" && host != deref(in.Host) {
+		return s.startMove(ctx, id, host, backupID)
 	}
 	return s.request(ctx, ActionArgs{InstanceID: id, Action: ActRestore, BackupID: backupID}, Active, Suspended)
 }
@@ -162,8 +167,8 @@ func (w *actionWorker) Work(ctx context.Context, job *river.Job[ActionArgs]) err
 	if err != nil {
 		return err
 	}
-	if in.Status == Pending || in.Status == Provisioning {
-		return river.JobSnooze(roomPoll) // act once provisioning is over
+	if in.Status == Pending || in.Status == Provisioning || in.MovingTo != nil {
+		return river.JobSnooze(roomPoll) // act once provisioning, or the move, is over
 	}
 	host, err := s.cfg.Placer.Host(ctx, deref(in.Host))
 	if err != nil && in.Status != Deleted {
@@ -322,9 +327,19 @@ func (s *Service) upgrade(ctx context.Context, in *Instance, host Host, image st
 	if in.Status != Active || in.N8nImage == image {
 		return nil
 	}
-	settings := map[string]string{"IMAGE": image, "HEALTH_TIMEOUT": fmt.Sprint(int(s.cfg.HealthTimeout.Seconds()))}
-	_, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "upgrade", in.Slug, settings)
+	b := Backup{ID: NewID(), InstanceID: in.ID, Host: host.Name, N8nImage: in.N8nImage,
+		EncryptionKeySealed: in.EncryptionKeySealed, Reason: "pre-upgrade", Status: BackupLocal, OnHost: true}
+	key, identity, err := s.newDataKeyPair(b.ID)
+	if err != nil {
+		return err
+	}
+	settings := map[string]string{"IMAGE": image, "HEALTH_TIMEOUT": fmt.Sprint(int(s.cfg.HealthTimeout.Seconds())),
+		"RECIPIENT": key.recipient, "IDENTITY": identity}
+	raw, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "upgrade", in.Slug, settings)
 	if err == nil {
+		if err := s.recordUpgradeBackup(ctx, in, b, key, raw); err != nil {
+			return err
+		}
 		return s.store.Apply(ctx, in.ID, map[string]any{"n8n_image": image}, "upgraded", "upgraded to "+image+" (a backup was taken first)")
 	}
 	// n8nctl rolls an unhealthy upgrade back itself; the container tells which image runs.
@@ -337,39 +352,12 @@ func (s *Service) upgrade(ctx context.Context, in *Instance, host Host, image st
 	return nil
 }
 
-// backupResult is what `n8nctl backup` prints.
-type backupResult struct {
-	Path   string `json:"path"`
-	SHA256 string `json:"sha256"`
-	Bytes  int64  `json:"bytes"`
-}
-
-func (s *Service) backup(ctx context.Context, in *Instance, host Host, reason string) (Backup, error) {
-	raw, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "backup", in.Slug, nil)
-	if err != nil {
-		return Backup{}, err
-	}
-	var res backupResult
-	if err := json.Unmarshal(raw, &res); err != nil || res.Path == "" {
-		return Backup{}, fmt.Errorf("reading n8nctl backup output: %v", err)
-	}
-	expires := s.now().Add(s.cfg.Retention)
-	b := Backup{ID: NewID(), InstanceID: in.ID, Host: host.Name, Path: res.Path, SHA256: res.SHA256, Bytes: res.Bytes,
-		N8nImage: in.N8nImage, EncryptionKeySealed: in.EncryptionKeySealed, Reason: reason, CreatedAt: s.now(), ExpiresAt: &expires}
-	if err := s.store.AddBackup(ctx, b); err != nil {
-		return Backup{}, err
-	}
-	return b, s.store.Apply(ctx, in.ID, nil, "backup", fmt.Sprintf("backup %s taken (%d bytes, sha256 %s)", res.Path, res.Bytes, res.SHA256))
-}
-
 func (s *Service) restore(ctx context.Context, in *Instance, host Host, backupID string) error {
 	b, err := s.store.Backup(ctx, backupID)
 	if err != nil {
 		return err
 	}
-	// n8nctl checks the archive's checksum before it touches anything, and leaves the
-	// container running or stopped as it found it.
-	if _, err := s.cfg.Agent.Run(ctx, host.Node, host.VMID, "restore", in.Slug, map[string]string{"BACKUP": b.Path}); err != nil {
+	if err := s.restoreOn(ctx, in, host, b); err != nil {
 		return err
 	}
 	if in.Status == Active {
@@ -377,7 +365,7 @@ func (s *Service) restore(ctx context.Context, in *Instance, host Host, backupID
 			return err
 		}
 	}
-	return s.store.Apply(ctx, in.ID, nil, "restored", fmt.Sprintf("data restored from the backup of %s (%s)", b.CreatedAt.UTC().Format(time.RFC3339), b.Path))
+	return s.store.Apply(ctx, in.ID, nil, "restored", fmt.Sprintf("data restored from the %s backup of %s (%s)", b.Reason, b.CreatedAt.UTC().Format(time.RFC3339), b.Name))
 }
 
 func (s *Service) delete(ctx context.Context, in *Instance, host Host) error {

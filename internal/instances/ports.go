@@ -153,3 +153,39 @@ type BillingHealth interface {
 type Enqueuer interface {
 	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
 }
+
+// Bucket is the off-site object store for archives (S3 or compatible). Hosts never hold its
+// credentials: they are given presigned URLs for their parts and downloads.
+type Bucket interface {
+	// StartUpload begins a multipart upload of size bytes to key and presigns its parts.
+	StartUpload(ctx context.Context, key string, size int64) (Upload, error)
+	// CompleteUpload assembles the parts the host uploaded.
+	CompleteUpload(ctx context.Context, u Upload, parts []UploadedPart) error
+	// AbortUpload drops an unfinished upload's parts; absent is not an error.
+	AbortUpload(ctx context.Context, u Upload) error
+	// PresignGet returns a short-lived download URL for key.
+	PresignGet(ctx context.Context, key string) (string, error)
+	// Verify reads key back and checks its size and SHA-256.
+	Verify(ctx context.Context, key, sha256 string, size int64) error
+	// Delete removes key; absent is not an error.
+	Delete(ctx context.Context, key string) error
+}
+
+// Upload is a started multipart upload: the host PUTs each part's bytes to its URL.
+type Upload struct {
+	Key, ID string
+	Parts   []UploadPart
+}
+
+// UploadPart is bytes [Offset, Offset+Size) of the archive, to be PUT to URL.
+type UploadPart struct {
+	Number       int32
+	Offset, Size int64
+	URL          string
+}
+
+// UploadedPart is a part the host uploaded, with the ETag the bucket answered.
+type UploadedPart struct {
+	Number int32  `json:"number"`
+	ETag   string `json:"etag"`
+}

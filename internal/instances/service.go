@@ -54,6 +54,11 @@ type Config struct {
 	// PoolInterval is how often the warm pool is checked against its targets, besides
 	// after every claim (default 30s).
 	PoolInterval time.Duration
+	// Bucket, when set, receives every archive, encrypted on its host; nil keeps them on
+	// the hosts only.
+	Bucket Bucket
+	// Backups is the daily schedule and the retention of archives.
+	Backups BackupPolicy
 	// Billing tells whether billing events are processed; deletions wait while they are not.
 	Billing BillingHealth
 	// Now is the clock (default time.Now) and Sleep waits on it (default a timer), so that
@@ -112,6 +117,7 @@ func NewService(cfg Config) *Service {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 250 * time.Millisecond
 	}
+	cfg.Backups = cfg.Backups.withDefaults()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -142,6 +148,11 @@ func (s *Service) Register(workers *river.Workers) {
 	river.AddWorker(workers, &actionWorker{s: s})
 	river.AddWorker(workers, &sweepWorker{s: s})
 	river.AddWorker(workers, &doctorWorker{s: s})
+	river.AddWorker(workers, &uploadWorker{s: s})
+	river.AddWorker(workers, &moveWorker{s: s})
+	river.AddWorker(workers, &scheduleWorker{s: s})
+	river.AddWorker(workers, &hostBackupWorker{s: s})
+	river.AddWorker(workers, &pruneWorker{s: s})
 }
 
 // Subscription is what billing tells instances about a customer's subscription: who,
@@ -391,6 +402,12 @@ func (s *Service) Retry(ctx context.Context, id string) (Instance, error) {
 }
 
 func (s *Service) fqdn(in *Instance) string { return in.Slug + "." + s.cfg.BaseDomain }
+
+// Alert tells the operator, as the service's own alerts do: the subject is the text up to
+// the first colon.
+func (s *Service) Alert(ctx context.Context, format string, args ...any) {
+	s.alert(ctx, format, args...)
+}
 
 func (s *Service) alert(ctx context.Context, subject string, args ...any) {
 	body := fmt.Sprintf(subject, args...)

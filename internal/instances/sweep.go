@@ -27,6 +27,12 @@ func (s *Service) PeriodicJobs() []*river.PeriodicJob {
 		river.NewPeriodicJob(river.PeriodicInterval(s.cfg.PoolInterval), func() (river.JobArgs, *river.InsertOpts) {
 			return PoolRefillArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
 		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(s.cfg.SweepInterval), func() (river.JobArgs, *river.InsertOpts) {
+			return BackupScheduleArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
+		}, &river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(s.cfg.DoctorInterval), func() (river.JobArgs, *river.InsertOpts) {
+			return BackupPruneArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
+		}, nil),
 	}
 }
 

@@ -137,6 +137,9 @@ func (h *host) ensureLocked(key string, c Container) *n8nProc {
 
 	p = &n8nProc{slug: c.Slug, startedAt: started}
 	p.srv = &n8ntest.Server{ReadyAfter: h.world.cfg.N8nReadyAfter, Now: p.now}
+	if c.DataDir != "" {
+		p.srv.Database = filepath.Join(c.DataDir, "database.json") // real n8n's database.sqlite
+	}
 	p.srv.Start() // at n8nEpoch: startedNs is still 0
 	p.startedNs.Store(started.UnixNano())
 	if f := h.world.cfg.ConfigureN8n; f != nil {

@@ -19,7 +19,9 @@
 // server on its own 127.0.0.1 port. That fake n8n belongs to the container's data dir (the
 // bind mounted at /home/node/.n8n), as a real n8n's SQLite does: its owner survives stop and
 // start, suspend and resume, upgrade, and a destroy that keeps the data; a destroy with
-// PURGE=1 removes the data dir and with it the owner. Each (re)start of the container
+// PURGE=1 removes the data dir and with it the owner. The owner is kept in the data dir
+// (database.json, where real n8n has database.sqlite), so a data dir restored or moved to
+// another host comes back with its owner. Each (re)start of the container
 // starts its readiness over: /healthz/readiness turns 200 Config.N8nReadyAfter after the
 // container's State.StartedAt. Like real n8n, the fake writes its settings file (config,
 // holding the encryption key) into the data dir on first start, and refuses to start (no
@@ -39,8 +41,7 @@
 // What it does not model: TLS (the ingress speaks plain HTTP on 127.0.0.1), DNS resolution
 // (records live in the fake Cloudflare only; clients reach a host through its IngressURL
 // with the instance's Host header), the fake n8n's memory of owners across a restart of
-// the World itself (it lives in this process), and a restored backup's older owner (a
-// restore keeps the current one).
+// the World itself (it lives in this process) beyond what it keeps in the data dir.
 package sandbox
 
 import (
@@ -228,13 +229,13 @@ var (
 // demo would otherwise fail at the first provision with an exit 127 deep in a job error.
 func checkTools() error {
 	var missing []string
-	for _, tool := range []string{"bash", "jq", "flock", "sha256sum", "tar", "timeout", "realpath", "mktemp"} {
+	for _, tool := range []string{"bash", "jq", "flock", "sha256sum", "tar", "timeout", "realpath", "mktemp", "age", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}
 	}
 	if len(missing) > 0 {
-		return apperr.New(apperr.Unavailable, "sandbox: n8nctl and the fake docker need %s on PATH (jq and flock come in the jq and util-linux packages)", strings.Join(missing, ", "))
+		return apperr.New(apperr.Unavailable, "sandbox: n8nctl and the fake docker need %s on PATH (jq and flock come in the jq and util-linux packages; age in Debian's age package, or scripts/install-tools.sh)", strings.Join(missing, ", "))
 	}
 	return nil
 }

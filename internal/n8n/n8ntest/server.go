@@ -28,12 +28,14 @@ package n8ntest
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -63,6 +65,10 @@ type Server struct {
 	StartingUpPage bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Database, when set, is a file where the owner is kept, as real n8n keeps its users
+	// in database.sqlite in its data dir: a server started on a data dir that holds one
+	// has that owner, so a restored or moved data dir comes back with its login.
+	Database string
 
 	mu          sync.Mutex
 	started     time.Time
@@ -71,7 +77,7 @@ type Server struct {
 	failN       int
 	failStatus  int
 	owner       *User
-	ownerPass   string
+	ownerPass   string // its SHA-256, as stored
 	setupCalls  int
 	loginCalls  int
 	authSeen    int
@@ -96,7 +102,42 @@ func (s *Server) Start() {
 func (s *Server) startLocked() {
 	if s.started.IsZero() {
 		s.started = s.now()
+		s.loadLocked()
 	}
+}
+
+// storedOwner is the Database file's content.
+type storedOwner struct {
+	Owner        User   `json:"owner"`
+	PasswordHash string `json:"password_sha256"`
+}
+
+func (s *Server) loadLocked() {
+	if s.Database == "" {
+		return
+	}
+	raw, err := os.ReadFile(s.Database)
+	var st storedOwner
+	if err != nil || json.Unmarshal(raw, &st) != nil || st.Owner.ID == "" {
+		return // no database yet: a fresh n8n
+	}
+	s.owner, s.ownerPass = &st.Owner, st.PasswordHash
+}
+
+func (s *Server) saveLocked() error {
+	if s.Database == "" {
+		return nil
+	}
+	raw, err := json.Marshal(storedOwner{Owner: *s.owner, PasswordHash: s.ownerPass})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(s.Database, raw, 0o600)
+}
+
+func passwordHash(p string) string {
+	sum := sha256.Sum256([]byte(p))
+	return hex.EncodeToString(sum[:])
 }
 
 // SetReady forces readiness on or off, overriding ReadyAfter: SetReady(false) keeps the
@@ -335,9 +376,14 @@ func (s *Server) ownerSetup(w http.ResponseWriter, r *http.Request) {
 		ID: newID(), Email: strings.ToLower(*body["email"]),
 		FirstName: *body["firstName"], LastName: *body["lastName"], Role: "global:owner",
 	}
-	s.ownerPass = *body["password"]
+	s.ownerPass = passwordHash(*body["password"])
 	u := *s.owner
+	err := s.saveLocked()
 	s.mu.Unlock()
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]any{"code": 0, "message": "SQLITE_IOERR: " + err.Error()})
+		return
+	}
 	issueCookie(w)
 	writeJSON(w, http.StatusOK, map[string]any{"data": publicUser(u)})
 }
@@ -383,7 +429,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	var u *User
 	if s.owner != nil && strings.EqualFold(s.owner.Email, *body["emailOrLdapLoginId"]) &&
-		subtle.ConstantTimeCompare([]byte(s.ownerPass), []byte(*body["password"])) == 1 {
+		subtle.ConstantTimeCompare([]byte(s.ownerPass), []byte(passwordHash(*body["password"]))) == 1 {
 		c := *s.owner
 		u = &c
 	}
