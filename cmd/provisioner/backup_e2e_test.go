@@ -329,3 +329,58 @@ func TestAnUnreachableBucketIsRetriedAlertedAndLosesNothing(t *testing.T) {
 	faults.Clear()
 	e.waitBackup(in.ID, "manual", "uploaded")
 }
+
+// A move interrupted by a restart resumes to exactly one container and one DNS record per
+// instance; `hosts evacuate` empties a host through the same moves.
+func TestAMoveResumesAfterARestartAndAHostIsEvacuated(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t, e2eOptions{env: s3Env(t, objstoretest.Config(t))})
+	e.start()
+	e.addHost("nuc1", 10)
+	var ins []instanceView
+	var passwords []string
+	for _, c := range []string{"cus_ev1", "cus_ev2"} {
+		e.purchase(c, "starter")
+		ins = append(ins, e.waitInstance(c, "active", 60*time.Second))
+		passwords = append(passwords, passwordIn(t, e.emailsTo(c+"@example.com")[0]))
+	}
+	testlog.Secret(t, passwords...)
+	e.addHost("nuc2", 10)
+
+	// The process stops while the move has taken its archive.
+	e.mustAPI("POST", "/v1/instances/"+ins[0].ID+"/move", e2eAdminKey, map[string]any{"host": "nuc2"}, http.StatusAccepted, nil)
+	waitFor(t, 60*time.Second, "the move's archive", func() bool {
+		return strings.Contains(timelineKinds(e.instance(ins[0].ID)), "move_requested backup")
+	})
+	if err := e.svc.Stop(); err != nil {
+		t.Fatalf("stopping mid-move: %v", err)
+	}
+	e.start()
+	moved := e.waitEvents(ins[0].ID, "move_done", 1, 120*time.Second)
+	if *moved.Host != "nuc2" {
+		t.Fatalf("after the restart the instance is on %s", *moved.Host)
+	}
+
+	// Evacuate nuc1: the other instance follows.
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"provisioner", "hosts", "evacuate", "nuc1"}, mapEnv(e.env), &out, io.Discard); err != nil {
+		t.Fatalf("hosts evacuate: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "[1/1] "+ins[1].Slug+": moved from nuc1 to nuc2") || !strings.Contains(out.String(), "unavailable for") {
+		t.Errorf("evacuate printed:\n%s", out.String())
+	}
+	if cs, _ := e.world.Containers("nuc1"); len(cs) != 0 {
+		t.Errorf("nuc1 still runs %d container(s)", len(cs))
+	}
+	cs, _ := e.world.Containers("nuc2")
+	records := e.world.Cloudflare.Records(e.world.CloudflareZoneID)
+	if len(cs) != 2 || len(records) != 2 {
+		t.Fatalf("nuc2 runs %d containers and the zone has %d records; want 2 and 2", len(cs), len(records))
+	}
+	for i, in := range ins {
+		in = e.instance(in.ID)
+		if err := e.login(in, in.ClientID+"@example.com", passwords[i]); err != nil {
+			t.Errorf("%s does not log in on nuc2: %v", in.Slug, err)
+		}
+	}
+}

@@ -64,6 +64,7 @@ type e2e struct {
 	env    map[string]string
 	url    string // the provisioner's base URL
 	logs   *testlog.Buffer
+	svc    *service
 }
 
 type e2eOptions struct {
@@ -149,7 +150,7 @@ func serveHTTP(t testing.TB, h http.Handler) string {
 func (e *e2e) start() {
 	e.t.Helper()
 	s := start(e.t, e.env)
-	e.url, e.logs = s.URL, s.Logs
+	e.url, e.logs, e.svc = s.URL, s.Logs, s
 }
 
 func (e *e2e) api(method, path, key string, body any) (int, []byte) {

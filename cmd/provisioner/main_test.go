@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +26,12 @@ type service struct {
 	URL  string
 	Logs *testlog.Buffer
 	done chan error
+	stop func() error
 }
+
+// Stop ends the service as a shutdown (or a crash mid-job) would, and returns what run
+// returned.
+func (s *service) Stop() error { return s.stop() }
 
 // addrWatcher forwards writes to a buffer and reports the address of the "listening" line.
 type addrWatcher struct {
@@ -64,12 +70,16 @@ func start(t testing.TB, env map[string]string) *service {
 	env["PROVISIONER_ADDR"] = "127.0.0.1:0"
 	s := &service{Logs: logs, done: make(chan error, 1)}
 	go func() { s.done <- run(ctx, []string{"provisioner"}, mapEnv(env), io.Discard, w) }()
-	t.Cleanup(func() {
+	s.stop = sync.OnceValue(func() error {
 		cancel()
-		if err := <-s.done; err != nil {
+		err := <-s.done
+		w.pw.Close()
+		return err
+	})
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
 			t.Errorf("run returned %v after shutdown", err)
 		}
-		w.pw.Close()
 	})
 	select {
 	case addr := <-w.addr:
