@@ -595,6 +595,20 @@ func TestLifecycleUpgradeRollsBackWhenUnhealthy(t *testing.T) {
 			if err := l.login(instanceView{Slug: in.Slug, Host: in.Host}, customer, password); err != nil {
 				t.Errorf("the customer cannot log in after the upgrade: %v", err)
 			}
+			// The archive the upgrade took first is recorded like any other, encrypted.
+			backups, err := l.store.Backups(context.Background(), in.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pre []instances.Backup
+			for _, b := range backups {
+				if b.Reason == "pre-upgrade" {
+					pre = append(pre, b)
+				}
+			}
+			if len(pre) != 1 || pre[0].DataKeySealed == "" || fileSHA256(t, pre[0].Path) != pre[0].SHA256 {
+				t.Errorf("pre-upgrade backups = %+v, want the one encrypted archive the healthy upgrade took", pre)
+			}
 		})
 	}
 }
