@@ -223,11 +223,7 @@ could not be taken or uploaded (also at GET /v1/backups?status=failed).`)
 		return err
 	}
 	if *asJSON {
-		out := make([]httpapi.BackupJSON, 0, len(list))
-		for _, b := range list {
-			out = append(out, httpapi.ViewBackup(b))
-		}
-		return writeJSON(c.stdout, map[string]any{"backups": out})
+		return writeJSON(c.stdout, map[string]any{"backups": httpapi.ViewBackups(list)})
 	}
 	printBackups(c.stdout, list, true)
 	return nil

@@ -187,11 +187,7 @@ func (s *Server) listBackups(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := make([]BackupJSON, 0, len(list))
-	for _, b := range list {
-		out = append(out, ViewBackup(b))
-	}
-	return c.JSON(http.StatusOK, map[string]any{"backups": out})
+	return c.JSON(http.StatusOK, map[string]any{"backups": ViewBackups(list)})
 }
 
 // listAllBackups lists backups across instances, newest first: ?status=failed is the
@@ -214,11 +210,7 @@ func (s *Server) listAllBackups(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := make([]BackupJSON, 0, len(list))
-	for _, b := range list {
-		out = append(out, ViewBackup(b))
-	}
-	return c.JSON(http.StatusOK, map[string]any{"backups": out})
+	return c.JSON(http.StatusOK, map[string]any{"backups": ViewBackups(list)})
 }
 
 func (s *Server) moveInstance(c echo.Context) error {

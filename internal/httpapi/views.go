@@ -131,6 +131,15 @@ type BackupJSON struct {
 	PrunedAt   *time.Time `json:"pruned_at"`
 }
 
+// ViewBackups returns list as the API shows it (never null).
+func ViewBackups(list []instances.Backup) []BackupJSON {
+	out := make([]BackupJSON, 0, len(list))
+	for _, b := range list {
+		out = append(out, ViewBackup(b))
+	}
+	return out
+}
+
 // ViewBackup returns b as the API shows it.
 func ViewBackup(b instances.Backup) BackupJSON {
 	return BackupJSON{ID: b.ID, InstanceID: b.InstanceID, Status: string(b.Status), Reason: b.Reason, Name: b.Name,
