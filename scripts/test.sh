@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test of the project on SQLite and on a throwaway PostgreSQL 15, then checks
+# Runs every test of the project on SQLite and on a throwaway PostgreSQL 15 (with a
+# throwaway S3 server for the backups), then checks
 # that no secret a test used ever reached a log. Usage: scripts/test.sh [go test flags]
 #
 # Needs Go, gcc (cgo for SQLite) and PostgreSQL 15's binaries (initdb, pg_ctl); installs
@@ -14,6 +15,7 @@ work=$(mktemp -d)
 chmod 755 "$work" # the postgres user must reach its data dir inside
 cleanup() {
   [ -d "$work/pg" ] && scripts/postgres.sh stop "$work/pg"
+  [ -d "$work/s3" ] && scripts/s3.sh stop "$work/s3"
   [ -n "${stripe_mock_pid:-}" ] && kill "$stripe_mock_pid" 2>/dev/null
   rm -rf "$work"
 }
@@ -25,6 +27,13 @@ if [ -z "${PROVISIONER_TEST_POSTGRES_URL:-}" ]; then
   echo "test.sh: a throwaway PostgreSQL started for the tests"
 fi
 export PROVISIONER_TEST_REQUIRE_POSTGRES=1
+
+# A real S3 server (SeaweedFS) for objstore's and the backups' tests.
+if [ -z "${PROVISIONER_TEST_S3_ENDPOINT:-}" ]; then
+  eval "$(scripts/s3.sh start "$work/s3")"
+  echo "test.sh: a throwaway S3 server (SeaweedFS) started for the tests"
+fi
+export PROVISIONER_TEST_REQUIRE_S3=1
 
 # stripe-mock for billing's contract tests, on a free loopback port, when it is installed.
 gobin=$(go env GOBIN)

@@ -342,7 +342,7 @@ func TestAMoveResumesAfterARestartAndAHostIsEvacuated(t *testing.T) {
 	for _, c := range []string{"cus_ev1", "cus_ev2"} {
 		e.purchase(c, "starter")
 		ins = append(ins, e.waitInstance(c, "active", 60*time.Second))
-		passwords = append(passwords, passwordIn(t, e.emailsTo(c+"@example.com")[0]))
+		passwords = append(passwords, passwordIn(t, e.emailsTo(c + "@example.com")[0]))
 	}
 	testlog.Secret(t, passwords...)
 	e.addHost("nuc2", 10)
