@@ -247,8 +247,13 @@ func TestADailyBackupIsDueOncePerWindowAndRetriedAfterAFailure(t *testing.T) {
 	if _, err := st.run(); err != nil {
 		t.Fatal(err)
 	}
-	st.cfg.Backups = BackupPolicy{WindowStart: 12 * time.Hour, Window: time.Hour} // the clock is at 12:00
-	st.clock.Advance(time.Hour - time.Minute)                                     // past every slot
+	// A one-hour window that opened at the minute the saga ended (the saga moves the fake
+	// clock), and the clock at its last nanosecond: past every instance's slot.
+	now := st.clock.Now()
+	start := now.Truncate(time.Minute)
+	midnight := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+	st.cfg.Backups = BackupPolicy{WindowStart: start.Sub(midnight), Window: time.Hour}
+	st.clock.Advance(start.Add(time.Hour - time.Nanosecond).Sub(now))
 	due := func() int {
 		list, err := st.service().dueDaily(st.ctx, "nuc")
 		if err != nil {
@@ -272,7 +277,7 @@ func TestADailyBackupIsDueOncePerWindowAndRetriedAfterAFailure(t *testing.T) {
 	if len(failed) != 1 || failed[0].Error == "" {
 		t.Fatalf("failed backups listed: %+v", failed)
 	}
-	st.clock.Advance(31 * time.Minute) // the window is over
+	st.clock.Advance(time.Nanosecond) // the window is over
 	if due() != 0 {
 		t.Fatal("due outside the window")
 	}
