@@ -100,7 +100,7 @@ EOF
     # (no iceberg/lance catalogs, no telemetry) and a soft memory limit for Go's garbage
     # collector (without it, a 1 GiB upload leaves weed at 850 MB) keep it light on a
     # shared machine.
-    GOMEMLIMIT=256MiB "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    GOMEMLIMIT=512MiB "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -master.port="${ports[0]}" -master.port.grpc="${ports[1]}" -master.telemetry=false \
       -master.volumeSizeLimitMB=64 -volume.max=64 \
       -volume.port="${ports[2]}" -volume.port.grpc="${ports[3]}" \

@@ -408,8 +408,11 @@ func (s *Store) StartUpload(ctx context.Context, key string, size int64, ttl tim
 		}, s3.WithPresignExpires(ttl))
 		if err != nil {
 			err = s.fail("PresignUploadPart", key, err)
-			// The upload is useless without its URLs; its parts would cost storage.
-			_ = s.AbortUpload(context.WithoutCancel(ctx), u)
+			// The upload is useless without its URLs, and would cost storage until
+			// aborted: abort it even when ctx is what failed.
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			_ = s.AbortUpload(actx, u)
+			cancel()
 			return Upload{}, err
 		}
 		p.URL = req.URL
