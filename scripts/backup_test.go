@@ -196,13 +196,12 @@ func recorded(t testing.TB, log string, program string) string {
 // CreateMultipartUpload, CompleteMultipartUpload, ranges, checksums other than the ETag.
 //
 // Its zero value accepts any signature. Knobs: Signature (the one every URL must carry),
-// Discard (keep only the parts' size and md5, for large uploads), FailNext (500
+// FailNext (500
 // InternalError for the next n requests of a target), Forbid (403 AccessDenied, an
 // expired URL, for every request of a target), HoldPart (keep a part's answer until
 // released). Targets are "part N" and an object's path. Tries and Refused show what came.
 type fakeS3 struct {
 	Signature string
-	Discard   bool
 
 	mu       sync.Mutex
 	parts    map[int]fakePart
@@ -362,11 +361,7 @@ func (s *fakeS3) putPart(w http.ResponseWriter, r *http.Request) {
 	}
 	sum := md5.New()
 	var data bytes.Buffer
-	dst := io.Writer(sum)
-	if !s.Discard {
-		dst = io.MultiWriter(sum, &data)
-	}
-	got, err := io.Copy(dst, r.Body)
+	got, err := io.Copy(io.MultiWriter(sum, &data), r.Body)
 	if err != nil || got != r.ContentLength {
 		s.refuse(w, http.StatusBadRequest, "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length HTTP header.")
 		return
@@ -1181,59 +1176,4 @@ func TestArchiveSecretsStayOffArgvAndOutput(t *testing.T) {
 			t.Errorf("a presigned URL's signature is in %s", where)
 		}
 	}
-}
-
-// ---------------------------------------------------------------- benchmark
-
-// BenchmarkPresignedUploadPath uploads a 1 GiB archive through `n8nctl upload` (its
-// checksum pass, dd, curl, loopback HTTP) to fakeS3, which hashes the parts and keeps
-// nothing, and reports the throughput of the whole verb.
-func BenchmarkPresignedUploadPath(b *testing.B) {
-	needCurl(b)
-	const size, partSize = 1 << 30, 64 << 20
-	s3 := &fakeS3{Discard: true}
-	srv := startS3(b, s3)
-	h := setup(b)
-	name := "20261207T030000Z.tar.gz.age"
-	dir := filepath.Join(h.backups, "acme")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		b.Fatal(err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
-	if err != nil {
-		b.Fatal(err)
-	}
-	rng := rand.NewChaCha8([32]byte{1})
-	whole := sha256.New()
-	var etags []string
-	buf := make([]byte, 1<<20)
-	for off := 0; off < size; off += partSize {
-		part := md5.New()
-		for n := 0; n < partSize; n += len(buf) {
-			rng.Read(buf)
-			f.Write(buf)
-			whole.Write(buf)
-			part.Write(buf)
-		}
-		etags = append(etags, `"`+hex.EncodeToString(part.Sum(nil))+`"`)
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
-	sum := hex.EncodeToString(whole.Sum(nil))
-	writeBytes(b, filepath.Join(dir, name+".sha256"), []byte(sum+"  "+name+"\n"))
-	input := uploadInput(srv.URL, "s", name, size, partSize)
-
-	for b.Loop() {
-		out := h.must("upload", "acme", input)
-		if out["sha256"] != sum {
-			b.Fatalf("upload = %v", out)
-		}
-		for i, p := range out["parts"].([]any) {
-			if p.(map[string]any)["etag"] != etags[i] {
-				b.Fatalf("part %d: etag %v, want %s", i+1, p, etags[i])
-			}
-		}
-	}
-	b.ReportMetric(float64(size)*float64(b.N)/1e6/b.Elapsed().Seconds(), "MB/s")
 }

@@ -98,8 +98,8 @@ EOF
     echo "${ports[*]}" >"$dir/ports"
     # Small volumes (64 MiB each, at most 64 of them: 4 GiB of data), no extra services
     # (no iceberg/lance catalogs, no telemetry) and a soft memory limit for Go's garbage
-    # collector (without it, a 1 GiB upload leaves weed at 850 MB) keep it light on a
-    # shared machine.
+    # collector (after a 1 GiB upload weed holds 850 MB without it, 400 MB with it) keep
+    # it light on a shared machine.
     GOMEMLIMIT=512MiB "$weed" server -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -master.port="${ports[0]}" -master.port.grpc="${ports[1]}" -master.telemetry=false \
       -master.volumeSizeLimitMB=64 -volume.max=64 \
