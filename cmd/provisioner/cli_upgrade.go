@@ -9,8 +9,8 @@ import (
 
 	"github.com/riverqueue/river/rivertype"
 
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
 func (c *cli) instancesUpgrade(path string, args []string) error {
@@ -45,7 +45,7 @@ The jobs run in the workers of `+"`provisioner serve`"+`: when none picks a job 
 		return fmt.Errorf("%s: give an instance id, or --all for the fleet (see provisioner %s --help)", path, path)
 	case *image == "":
 		return fmt.Errorf("%s: --image is required: the pinned n8n image to move to", path)
-	case !billing.PinnedImage(*image):
+	case !plans.PinnedImage(*image):
 		return fmt.Errorf("%s: --image %q must be pinned to a version tag or digest, never latest", path, *image)
 	case !*all && (f.provided("host") || f.provided("concurrency")):
 		return fmt.Errorf("%s: --host and --concurrency go with --all", path)

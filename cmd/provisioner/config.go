@@ -12,6 +12,7 @@ import (
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
 )
 
@@ -28,7 +29,7 @@ type config struct {
 	BaseDomain   string
 	AdminAPIKey  string
 	PortalAPIKey string
-	Plans        billing.Plans
+	Plans        plans.Plans
 	LogLevel     slog.Level
 	Providers    providers
 	Billing      billing.Config
@@ -81,7 +82,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if err := c.loadSecrets(getenv); err != nil {
 		return c, err
 	}
-	plans, err := billing.LoadPlans(env("PROVISIONER_PLANS_FILE", ""))
+	plans, err := plans.Load(env("PROVISIONER_PLANS_FILE", ""))
 	if err != nil {
 		return c, envError("PROVISIONER_PLANS_FILE", fmt.Errorf("is not usable: %w", err))
 	}

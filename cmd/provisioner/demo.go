@@ -37,9 +37,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/n8n"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/sandbox"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
 )
@@ -122,7 +122,7 @@ type demo struct {
 	logs    *lockedWriter
 	world   *sandbox.World
 	stripe  *stripetest.Server
-	plan    billing.Plan
+	plan    plans.Plan
 	hc      *http.Client
 	api     string // the service's base URL
 
@@ -305,7 +305,7 @@ func (d *demo) startWorld(ctx context.Context) error {
 
 // startStripe serves the fake Stripe on a loopback port with the built-in plan's price.
 func (d *demo) startStripe() (string, func(), error) {
-	d.plan = billing.DefaultPlans()[0]
+	d.plan = plans.DefaultPlans()[0]
 	d.plan.Warm = d.opts.warm
 	key, err := demoToken("sk_test_demo_")
 	if err != nil {
@@ -329,7 +329,7 @@ func (d *demo) startStripe() (string, func(), error) {
 // returns once it listens; stop shuts it down and returns what run returned.
 func (d *demo) startService(ctx context.Context, stripeURL string) (stop func() error, err error) {
 	plansPath := filepath.Join(d.dir, "plans.yaml")
-	plans, err := yaml.Marshal(map[string]billing.Plans{"plans": {d.plan}})
+	plans, err := yaml.Marshal(map[string]plans.Plans{"plans": {d.plan}})
 	if err != nil {
 		return nil, fmt.Errorf("demo: plans: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/testlog"
 )
 
@@ -75,7 +76,7 @@ func TestStripeContract(t *testing.T) {
 			}
 
 			params := checkoutParams{ClientID: "client-contract", Email: "contract@example.com", Name: "Contract Test", Locale: "es",
-				Plan: Plan{ID: "starter", StripePriceID: "price_starter"}, SuccessURL: testPortal + "/checkout/success?session_id={CHECKOUT_SESSION_ID}",
+				Plan: plans.Plan{ID: "starter", StripePriceID: "price_starter"}, SuccessURL: testPortal + "/checkout/success?session_id={CHECKOUT_SESSION_ID}",
 				CancelURL: testPortal + "/checkout/cancel"}
 			sess, err := p.checkout(ctx, params)
 			if err != nil {

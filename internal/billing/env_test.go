@@ -17,6 +17,7 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/queue"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/testlog"
 )
@@ -28,10 +29,10 @@ const (
 	testPortal    = "https://portal.example.com"
 )
 
-var testPlans = Plans{
-	{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, StripePriceID: "price_starter", N8nImage: DefaultN8nImage},
-	{ID: "pro", Name: "Pro", CPUs: 2, MemoryMB: 4096, StripePriceID: "price_pro", N8nImage: DefaultN8nImage},
-	{ID: "manual", Name: "Manual", CPUs: 1, MemoryMB: 2048, N8nImage: DefaultN8nImage}, // not sold through Stripe
+var testPlans = plans.Plans{
+	{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, StripePriceID: "price_starter", N8nImage: plans.DefaultN8nImage},
+	{ID: "pro", Name: "Pro", CPUs: 2, MemoryMB: 4096, StripePriceID: "price_pro", N8nImage: plans.DefaultN8nImage},
+	{ID: "manual", Name: "Manual", CPUs: 1, MemoryMB: 2048, N8nImage: plans.DefaultN8nImage}, // not sold through Stripe
 }
 
 // recorder is the Reconciler of the tests: it keeps every call and can fail.

@@ -9,6 +9,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
 // processArgs is the job that processes one inbox event.
@@ -256,8 +257,8 @@ func (s *Service) process(ctx context.Context, id int64, lastAttempt bool) error
 
 // planOf returns the plan sold under the subscription's price. An unknown price is an
 // error on the event, never a guess.
-func (s *Service) planOf(r remoteSubscription) (Plan, error) {
-	var found []Plan
+func (s *Service) planOf(r remoteSubscription) (plans.Plan, error) {
+	var found []plans.Plan
 	for _, price := range r.PriceIDs {
 		if p, ok := s.plans.ByStripePrice(price); ok {
 			found = append(found, p)
@@ -267,10 +268,10 @@ func (s *Service) planOf(r remoteSubscription) (Plan, error) {
 	case 1:
 		return found[0], nil
 	case 0:
-		return Plan{}, apperr.New(apperr.Invalid,
+		return plans.Plan{}, apperr.New(apperr.Invalid,
 			"subscription %s has price(s) %v, and no plan in the plans file (PROVISIONER_PLANS_FILE) has that stripe_price_id: add it, then replay the event", r.ID, r.PriceIDs)
 	}
-	return Plan{}, apperr.New(apperr.Invalid, "subscription %s has %d items priced as plans; one subscription must buy one plan", r.ID, len(found))
+	return plans.Plan{}, apperr.New(apperr.Invalid, "subscription %s has %d items priced as plans; one subscription must buy one plan", r.ID, len(found))
 }
 
 // fail records a processing failure. Invalid, NotFound and Conflict cannot get better by

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"time"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
 // provider is one payment gateway behind the inbox: Stripe now, MercadoPago next. The
@@ -53,7 +55,7 @@ type remoteSubscription struct {
 // checkoutParams is a checkout session to create.
 type checkoutParams struct {
 	ClientID, Email, Name, Locale string
-	Plan                          Plan
+	Plan                          plans.Plan
 	CustomerID                    string // the client's existing customer, if any
 	SuccessURL, CancelURL         string
 }

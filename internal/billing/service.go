@@ -16,6 +16,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
 // Deps are the service's collaborators. DB, Queue, Reconciler, Capacity and Plans are
@@ -25,7 +26,7 @@ type Deps struct {
 	Queue      Enqueuer
 	Reconciler Reconciler
 	Capacity   Capacity
-	Plans      Plans
+	Plans      plans.Plans
 	Logger     *slog.Logger
 	Now        func() time.Time // the clock (default time.Now)
 	// HTTPClient calls the provider's API (default: a client with a 30 s timeout).
@@ -43,7 +44,7 @@ type Service struct {
 	queue      Enqueuer
 	reconciler Reconciler
 	capacity   Capacity
-	plans      Plans
+	plans      plans.Plans
 	log        *slog.Logger
 	now        func() time.Time
 	metrics    *metrics

@@ -16,6 +16,7 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
 func TestPurchaseLifecycle(t *testing.T) {
@@ -596,7 +597,7 @@ func TestCheckout(t *testing.T) {
 func TestCheckoutPriceUnknownToStripe(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, dbtest.Open(t, database.SQLite), envOptions{})
-	e.svc.plans = Plans{{ID: "ghost", Name: "Ghost", CPUs: 1, MemoryMB: 1024, StripePriceID: "price_deleted_in_stripe", N8nImage: DefaultN8nImage}}
+	e.svc.plans = plans.Plans{{ID: "ghost", Name: "Ghost", CPUs: 1, MemoryMB: 1024, StripePriceID: "price_deleted_in_stripe", N8nImage: plans.DefaultN8nImage}}
 	_, err := e.svc.Checkout(context.Background(), CheckoutRequest{ClientID: "c", Email: "c@example.com", Plan: "ghost"})
 	if apperr.KindOf(err) != apperr.Internal || !strings.Contains(err.Error(), "No such price") {
 		t.Fatalf("err = %v, want an internal error naming Stripe's refusal", err)

@@ -8,12 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
 const (
@@ -79,7 +79,7 @@ func BenchmarkListClientInstances(b *testing.B) {
 			seedBulk(b, db)
 			s := httpapi.New(httpapi.Config{
 				Instances: instances.NewStore(db.Gorm, nil), Hosts: hosts.NewStore(db.Gorm, nil),
-				Plans: billing.DefaultPlans(), Ready: db.Ready, AdminKey: adminKey, PortalKey: portalKey,
+				Plans: plans.DefaultPlans(), Ready: db.Ready, AdminKey: adminKey, PortalKey: portalKey,
 			})
 			clients := benchInstances / benchPerClient
 			b.ReportAllocs()

@@ -25,6 +25,7 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/queue"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/testlog"
 )
@@ -34,9 +35,9 @@ const (
 	webhookSecret = "whsec_httpapi_0123456789abcdef"
 )
 
-var billingPlans = billing.Plans{
-	{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, StripePriceID: "price_starter", N8nImage: billing.DefaultN8nImage},
-	{ID: "manual", Name: "Manual", CPUs: 1, MemoryMB: 2048, N8nImage: billing.DefaultN8nImage},
+var billingPlans = plans.Plans{
+	{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, StripePriceID: "price_starter", N8nImage: plans.DefaultN8nImage},
+	{ID: "manual", Name: "Manual", CPUs: 1, MemoryMB: 2048, N8nImage: plans.DefaultN8nImage},
 }
 
 type reconciled struct {

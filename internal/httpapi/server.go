@@ -12,9 +12,9 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
 // InstanceStore is what the API reads and writes of instances.
@@ -68,7 +68,7 @@ type Config struct {
 	// Billing serves webhooks, checkout and billing-portal sessions and the billing events
 	// (nil: those routes answer 503).
 	Billing Billing
-	Plans   billing.Plans
+	Plans   plans.Plans
 	// Ready reports whether the service can serve (database reachable, schema current).
 	Ready     func(ctx context.Context) error
 	AdminKey  string

@@ -19,12 +19,12 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/testlog"
 )
 
@@ -74,7 +74,7 @@ func newEnv(t *testing.T, db *database.DB) *env {
 	testlog.Secret(t, adminKey, portalKey)
 	e := &env{t: t, instances: instances.NewStore(db.Gorm, nil), hosts: hosts.NewStore(db.Gorm, nil), logs: logs}
 	e.server = httpapi.New(httpapi.Config{
-		Instances: e.instances, Hosts: e.hosts, Plans: billing.DefaultPlans(), Ready: db.Ready,
+		Instances: e.instances, Hosts: e.hosts, Plans: plans.DefaultPlans(), Ready: db.Ready,
 		AdminKey: adminKey, PortalKey: portalKey, Logger: logger,
 	})
 	return e
@@ -278,7 +278,7 @@ func (e *env) seed(clientID string, n int) []string {
 	var ids []string
 	for i := range n {
 		in := &instances.Instance{ClientID: clientID, Slug: fmt.Sprintf("%s-%d", strings.ReplaceAll(clientID, "_", "-"), i),
-			URL: "https://x.example.com", PlanID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: billing.DefaultN8nImage,
+			URL: "https://x.example.com", PlanID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: plans.DefaultN8nImage,
 			Status: instances.Active, OwnerEmail: clientID + "@example.com",
 			OwnerPasswordSealed: "SEALED-PASSWORD-" + clientID, EncryptionKeySealed: "SEALED-KEY-" + clientID}
 		if err := e.instances.Create(ctx, in); err != nil {

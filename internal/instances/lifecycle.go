@@ -10,7 +10,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/queue"
 )
 
@@ -101,7 +101,7 @@ func (s *Service) Restart(ctx context.Context, id string) (Instance, error) {
 // Upgrade moves an active instance to another pinned n8n image: backup first, rolled back
 // if the new one is not healthy.
 func (s *Service) Upgrade(ctx context.Context, id, image string) (Instance, error) {
-	if !billing.PinnedImage(image) {
+	if !plans.PinnedImage(image) {
 		return Instance{}, apperr.New(apperr.Invalid, "image %q must be pinned to a version tag or digest, never latest", image)
 	}
 	return s.request(ctx, ActionArgs{InstanceID: id, Action: ActUpgrade, Image: image}, Active)

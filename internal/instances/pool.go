@@ -9,7 +9,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/queue"
 )
 
@@ -70,7 +70,7 @@ func (s *Service) enqueueFill(ctx context.Context, id string) error {
 	return err
 }
 
-func specOf(p billing.Plan) Spec {
+func specOf(p plans.Plan) Spec {
 	return Spec{PlanID: p.ID, CPUs: p.CPUs, MemoryMB: p.MemoryMB, DiskGB: p.DiskGB, Image: p.N8nImage}
 }
 
@@ -80,7 +80,7 @@ func (in *Instance) spec() Spec {
 
 // start gives a paid subscription its instance: a ready pool member on the first host in
 // placement order that has one (the warm path), or a new instance (the cold path).
-func (s *Service) start(ctx context.Context, sub Subscription, plan billing.Plan) (*Instance, error) {
+func (s *Service) start(ctx context.Context, sub Subscription, plan plans.Plan) (*Instance, error) {
 	in, err := s.claim(ctx, sub, plan)
 	if !errors.Is(err, ErrPoolEmpty) {
 		return in, err
@@ -92,7 +92,7 @@ func (s *Service) start(ctx context.Context, sub Subscription, plan billing.Plan
 	return in, err
 }
 
-func (s *Service) claim(ctx context.Context, sub Subscription, plan billing.Plan) (*Instance, error) {
+func (s *Service) claim(ctx context.Context, sub Subscription, plan plans.Plan) (*Instance, error) {
 	hosts, err := s.cfg.Placer.Capacity(ctx)
 	if err != nil {
 		return nil, err
@@ -272,7 +272,7 @@ func (s *Service) refill(ctx context.Context) error {
 	return nil
 }
 
-func (s *Service) refillPlan(ctx context.Context, plan billing.Plan, hosts []HostRoom, byHost map[string]*poolCount) error {
+func (s *Service) refillPlan(ctx context.Context, plan plans.Plan, hosts []HostRoom, byHost map[string]*poolCount) error {
 	have := func(host string) int {
 		if c := byHost[host]; c != nil {
 			return c.ready + c.filling
@@ -321,7 +321,7 @@ func leastLoaded(hosts []HostRoom) *HostRoom {
 }
 
 // startMember reserves a pool member of plan on host and starts its fill job.
-func (s *Service) startMember(ctx context.Context, plan billing.Plan, host string) error {
+func (s *Service) startMember(ctx context.Context, plan plans.Plan, host string) error {
 	in := &Instance{ID: NewID(), PlanID: plan.ID, CPUs: plan.CPUs, MemoryMB: plan.MemoryMB, DiskGB: plan.DiskGB,
 		N8nImage: plan.N8nImage, Status: Warm}
 	if err := s.sealSecrets(in); err != nil {

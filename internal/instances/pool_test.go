@@ -12,12 +12,12 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
-var warmPlan = billing.Plan{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: billing.DefaultN8nImage, Warm: 2}
+var warmPlan = plans.Plan{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: plans.DefaultN8nImage, Warm: 2}
 
 // fillPool runs the refill job, then every fill job it started, as River would.
 func (st *sagaTest) fillPool() {
@@ -93,7 +93,7 @@ func (st *sagaTest) exec(q string, args ...any) {
 // A pool member runs the host phase only: its container is started, capped and ready,
 // with its own key and setup guard, but it has no client, no DNS name and no owner.
 func TestPoolMembersStopAfterTheHostPhase(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st := newSagaWorld(t, plans.Plans{warmPlan})
 	st.fillPool()
 	members := st.members()
 	if len(members) != 2 {
@@ -125,7 +125,7 @@ func TestPoolMembersStopAfterTheHostPhase(t *testing.T) {
 // A payment takes a ready member: the hand-over (DNS, owner, email) is all that is left,
 // the timeline says the warm path was taken, and the pool is refilled.
 func TestPaymentTakesAReadyMember(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st := newSagaWorld(t, plans.Plans{warmPlan})
 	st.fillPool()
 	ready := st.members()
 	in := st.pay("sub_1", "cus_1")
@@ -157,7 +157,7 @@ func TestPaymentTakesAReadyMember(t *testing.T) {
 
 // With the pool empty, a payment takes the cold path and says so.
 func TestEmptyPoolFallsBackToTheColdPath(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st := newSagaWorld(t, plans.Plans{warmPlan})
 	in := st.pay("sub_1", "cus_1")
 	if in.Status != Pending || len(st.events("cold_start")) != 1 {
 		t.Fatalf("instance %s, cold events %q", in.Status, st.events("cold_start"))
@@ -170,12 +170,12 @@ func TestEmptyPoolFallsBackToTheColdPath(t *testing.T) {
 // Members that no longer fit their plan are recycled, never handed out: here the plan's
 // n8n image changed.
 func TestPlanChangeRecyclesMembers(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st := newSagaWorld(t, plans.Plans{warmPlan})
 	st.fillPool()
 	old := st.members()
 	upgraded := warmPlan
 	upgraded.N8nImage = "docker.n8n.io/n8nio/n8n:2.9.0"
-	st.cfg.Plans = billing.Plans{upgraded}
+	st.cfg.Plans = plans.Plans{upgraded}
 	st.fillPool()
 	for _, m := range old {
 		got, _ := st.cfg.Store.Get(st.ctx, m.ID)
@@ -195,7 +195,7 @@ func TestPlanChangeRecyclesMembers(t *testing.T) {
 // A failed pool member alerts the operator as a pool member (no client to name) and is
 // not retried by hand: the next refill starts another.
 func TestFailedMemberIsReplacedByTheRefill(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: billing.DefaultN8nImage, Warm: 1}})
+	st := newSagaWorld(t, plans.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: plans.DefaultN8nImage, Warm: 1}})
 	st.world.fail("provision", apperr.New(apperr.Invalid, "manifest unknown: no such image")) // permanent
 	st.fillPool()
 	failed := st.members()
@@ -330,7 +330,7 @@ func TestMigration00006(t *testing.T) {
 // A member whose owner someone else set up before any payment is never handed out: it is
 // failed, the operator is told, and the pool starts another.
 func TestClaimedByAStrangerIsNeverHandedOut(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: billing.DefaultN8nImage, Warm: 1}})
+	st := newSagaWorld(t, plans.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: plans.DefaultN8nImage, Warm: 1}})
 	st.world.fail("unclaimed", ErrOwnerAlreadySetup)
 	st.fillPool()
 	if m := st.members(); len(m) != 0 {
@@ -348,7 +348,7 @@ func TestClaimedByAStrangerIsNeverHandedOut(t *testing.T) {
 // The doctor knows pool members: their containers are no orphans, and a ready member
 // whose container vanished is drift.
 func TestDoctorKnowsPoolMembers(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st := newSagaWorld(t, plans.Plans{warmPlan})
 	st.fillPool()
 	report, err := st.service().Doctor(st.ctx, false, nil)
 	if err != nil || report.Drift() {
@@ -367,8 +367,8 @@ func TestDoctorKnowsPoolMembers(t *testing.T) {
 // Customers come before the pool: a payment that finds no free slot takes a ready
 // member's, and that member is recycled.
 func TestCustomerTakesAMembersSlot(t *testing.T) {
-	pro := billing.Plan{ID: "pro", CPUs: 1, MemoryMB: 2048, N8nImage: billing.DefaultN8nImage}
-	st := newSagaWorld(t, billing.Plans{warmPlan, pro})
+	pro := plans.Plan{ID: "pro", CPUs: 1, MemoryMB: 2048, N8nImage: plans.DefaultN8nImage}
+	st := newSagaWorld(t, plans.Plans{warmPlan, pro})
 	st.fillPool()
 	st.exec(`UPDATE subscriptions SET plan_id = 'pro' WHERE id = 'sub_1'`)
 	err := st.service().Reconcile(st.ctx, Subscription{ID: "sub_1", ClientID: "cus_1", Email: "ada@example.com",
@@ -392,7 +392,7 @@ func TestCustomerTakesAMembersSlot(t *testing.T) {
 
 // The doctor reports a host whose egress policy is missing or changed.
 func TestDoctorReportsEgressDrift(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st := newSagaWorld(t, plans.Plans{warmPlan})
 	st.world.egressDrift = "IPv4 chain N8N-EGRESS differs from the policy"
 	report, err := st.service().Doctor(st.ctx, true, nil)
 	if err != nil || len(report.Findings) != 1 {
@@ -407,8 +407,8 @@ func TestDoctorReportsEgressDrift(t *testing.T) {
 // A plan's disk quota reaches the host and is verified with the other caps: a host that
 // drops it fails the instance rather than let one customer fill its disk.
 func TestDiskQuotaIsVerifiedLikeTheOtherCaps(t *testing.T) {
-	plan := billing.Plan{ID: "starter", CPUs: 0.5, MemoryMB: 1024, DiskGB: 10, N8nImage: billing.DefaultN8nImage}
-	st := newSagaWorld(t, billing.Plans{plan})
+	plan := plans.Plan{ID: "starter", CPUs: 0.5, MemoryMB: 1024, DiskGB: 10, N8nImage: plans.DefaultN8nImage}
+	st := newSagaWorld(t, plans.Plans{plan})
 	st.pay("sub_1", "cus_1")
 	if _, err := st.run(); err != nil || st.instance().Status != Active {
 		t.Fatalf("run = %v, %s", err, st.instance().Status)
@@ -422,8 +422,8 @@ func TestDiskQuotaIsVerifiedLikeTheOtherCaps(t *testing.T) {
 }
 
 func TestHostThatDropsTheDiskQuotaFailsTheInstance(t *testing.T) {
-	plan := billing.Plan{ID: "starter", CPUs: 0.5, MemoryMB: 1024, DiskGB: 10, N8nImage: billing.DefaultN8nImage}
-	dropped := newSagaWorld(t, billing.Plans{plan})
+	plan := plans.Plan{ID: "starter", CPUs: 0.5, MemoryMB: 1024, DiskGB: 10, N8nImage: plans.DefaultN8nImage}
+	dropped := newSagaWorld(t, plans.Plans{plan})
 	dropped.world.ignoreDisk = true
 	dropped.pay("sub_1", "cus_1")
 	dropped.run()
@@ -434,7 +434,7 @@ func TestHostThatDropsTheDiskQuotaFailsTheInstance(t *testing.T) {
 
 // The doctor records each host's disk for placement, and reports one 80 % full.
 func TestDoctorWatchesTheHostDisk(t *testing.T) {
-	st := newSagaWorld(t, billing.Plans{warmPlan})
+	st := newSagaWorld(t, plans.Plans{warmPlan})
 	st.world.hostDisk = [2]int64{100 << 30, 79 << 30}
 	if report, _ := st.service().Doctor(st.ctx, false, nil); report.Drift() || st.world.hostDiskGB != 100 {
 		t.Fatalf("at 79 %%: findings %+v, recorded %d GiB", report.Findings, st.world.hostDiskGB)

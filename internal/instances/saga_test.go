@@ -14,9 +14,9 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
 )
 
@@ -306,7 +306,7 @@ type sagaTest struct {
 // newSagaTest reserves one paid instance on a fresh database.
 func newSagaTest(t *testing.T) *sagaTest {
 	t.Helper()
-	st := newSagaWorld(t, billing.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: billing.DefaultN8nImage}})
+	st := newSagaWorld(t, plans.Plans{{ID: "starter", CPUs: 0.5, MemoryMB: 1024, N8nImage: plans.DefaultN8nImage}})
 	err := st.service().Reconcile(st.ctx, Subscription{ID: "sub_1", ClientID: "cus_1", Email: "ada@example.com",
 		Name: "Ada Lovelace", Locale: "en", PlanID: "starter", Run: true})
 	if err != nil {
@@ -318,7 +318,7 @@ func newSagaTest(t *testing.T) *sagaTest {
 }
 
 // newSagaWorld is a fresh database with one host and the subscription sub_1, selling plans.
-func newSagaWorld(t *testing.T, plans billing.Plans) *sagaTest {
+func newSagaWorld(t *testing.T, plans plans.Plans) *sagaTest {
 	t.Helper()
 	t.Parallel()
 	db := dbtest.Open(t, database.SQLite)

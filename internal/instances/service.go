@@ -13,7 +13,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
-	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
 )
 
@@ -27,7 +27,7 @@ type Config struct {
 	App      App
 	Notifier Notifier
 	Queue    Enqueuer
-	Plans    billing.Plans
+	Plans    plans.Plans
 	// BaseDomain: instances live at https://<slug>.<BaseDomain>.
 	BaseDomain string
 	// HealthTimeout bounds a lifecycle action's wait for n8n's readiness (default 3m).
@@ -215,7 +215,7 @@ func (s *Service) Reconcile(ctx context.Context, sub Subscription) error {
 	return nil // incomplete: the first payment is still being made
 }
 
-func (s *Service) keepRunning(ctx context.Context, in *Instance, plan billing.Plan) error {
+func (s *Service) keepRunning(ctx context.Context, in *Instance, plan plans.Plan) error {
 	set := map[string]any{}
 	if in.SuspendAt != nil || in.DeleteAfter != nil {
 		set["suspend_at"], set["delete_after"] = nil, nil
@@ -288,7 +288,7 @@ func liveInstance(list []Instance) *Instance {
 
 // create reserves a new instance: slug, owner password, encryption key and the setup
 // guard's credential are generated and stored sealed before anything is created outside.
-func (s *Service) create(ctx context.Context, sub Subscription, plan billing.Plan) (*Instance, error) {
+func (s *Service) create(ctx context.Context, sub Subscription, plan plans.Plan) (*Instance, error) {
 	in := &Instance{
 		ID: NewID(), ClientID: sub.ClientID, PlanID: plan.ID, CPUs: plan.CPUs, MemoryMB: plan.MemoryMB,
 		DiskGB: plan.DiskGB, N8nImage: plan.N8nImage, Status: Pending, OwnerEmail: sub.Email,

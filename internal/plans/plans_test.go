@@ -1,4 +1,4 @@
-package billing
+package plans
 
 import (
 	"os"
@@ -7,9 +7,9 @@ import (
 	"testing"
 )
 
-func TestLoadPlansDefault(t *testing.T) {
+func TestLoadDefault(t *testing.T) {
 	t.Parallel()
-	plans, err := LoadPlans("")
+	plans, err := Load("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +22,7 @@ func TestLoadPlansDefault(t *testing.T) {
 	}
 }
 
-func TestLoadPlansFile(t *testing.T) {
+func TestLoadFile(t *testing.T) {
 	t.Parallel()
 	good := `plans:
   - id: starter
@@ -57,7 +57,7 @@ func TestLoadPlansFile(t *testing.T) {
 			t.Parallel()
 			path := filepath.Join(t.TempDir(), "plans.yaml")
 			os.WriteFile(path, []byte(tt.body), 0o600)
-			plans, err := LoadPlans(path)
+			plans, err := Load(path)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -72,7 +72,7 @@ func TestLoadPlansFile(t *testing.T) {
 			}
 		})
 	}
-	if _, err := LoadPlans("/nonexistent/plans.yaml"); err == nil {
+	if _, err := Load("/nonexistent/plans.yaml"); err == nil {
 		t.Fatal("missing file accepted")
 	}
 }

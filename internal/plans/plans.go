@@ -1,4 +1,7 @@
-package billing
+// Package plans is the catalogue of what customers buy: the resources of each n8n, the
+// image it runs and the price ids under which the payment providers sell it. It knows
+// nothing of billing or instances, so both can depend on it.
+package plans
 
 import (
 	"fmt"
@@ -105,10 +108,10 @@ func (ps Plans) Validate() error {
 	return nil
 }
 
-// LoadPlans reads the plans file at path (YAML: a list under `plans:`), or returns
+// Load reads the plans file at path (YAML: a list under `plans:`), or returns
 // DefaultPlans when path is empty. Unknown fields are errors, so a typo never silently
 // drops a setting.
-func LoadPlans(path string) (Plans, error) {
+func Load(path string) (Plans, error) {
 	if path == "" {
 		return DefaultPlans(), nil
 	}
