@@ -136,7 +136,9 @@ func (s *Service) runSaga(ctx context.Context, id string, last phase) error {
 		if st.phase > last {
 			return s.memberReady(ctx, &in)
 		}
+		start := time.Now()
 		out, err := s.attempt(ctx, st, &in)
+		s.observeStep(ctx, st, time.Since(start), err)
 		if errors.Is(err, errNoRoomForMember) {
 			return s.retireMember(ctx, &in, "no host has room for it")
 		}
@@ -154,6 +156,24 @@ func (s *Service) runSaga(ctx context.Context, id string, last phase) error {
 		}
 	}
 	return nil
+}
+
+// StepObserver is told how each saga step attempt went: how long it took, including the
+// time it waited inside the step for something on its way, and its error (nil: the step is
+// done). The metrics implement it.
+type StepObserver interface {
+	ObserveStep(step string, d time.Duration, err error)
+}
+
+// observeStep reports an attempt that ended the step or failed it. An attempt that
+// snoozes (still waiting for room, or for n8n, in the next run), a pool member with no
+// room and a run cut short by shutdown have no outcome yet, so they are not reported.
+func (s *Service) observeStep(ctx context.Context, st step, d time.Duration, err error) {
+	var snooze *river.JobSnoozeError
+	if s.cfg.Steps == nil || errors.As(err, &snooze) || errors.Is(err, errNoRoomForMember) || ctx.Err() != nil {
+		return
+	}
+	s.cfg.Steps.ObserveStep(st.name, d, err)
 }
 
 // sagaRuns reports whether a saga run up to phase last has work on in. A pool member's

@@ -68,6 +68,8 @@ type Config struct {
 	Logger *slog.Logger
 	// AfterStep, when set, is called right after each saga step is stored.
 	AfterStep func(step string)
+	// Steps, when set, is told how every saga step attempt went (the metrics).
+	Steps StepObserver
 }
 
 // Service runs the instances' lifecycle: it turns subscriptions into instances and runs
