@@ -30,6 +30,7 @@ const (
 	DriftDNSUnreachable   = "dns_unreachable"
 	DriftEgress           = "egress_policy"  // the host's egress policy is missing or changed
 	DriftHostDisk         = "host_disk_full" // the host's data disk is at least 80 % full
+	DriftNotAnswering     = "not_answering"  // an active instance's n8n runs but does not answer
 )
 
 // hostDiskAlarm is the share of a host's data disk in use that the doctor reports.
@@ -189,6 +190,14 @@ func (s *Service) checkHost(ctx context.Context, h Host, live []Instance, bySlug
 			f.Kind, f.Detail = DriftCaps, fmt.Sprintf("want a %d GiB disk quota, the instance has %s", in.DiskGB, diskOf(c.DiskGB))
 		case c.Image != in.N8nImage:
 			f.Kind, f.Detail = DriftImage, fmt.Sprintf("want %s, the container runs %s", in.N8nImage, c.Image)
+		case in.Status == Active:
+			// The uptime probe's check: through the ingress, and at the public URL when
+			// the policy probes it.
+			res := s.probe(ctx, in, h)
+			if res.Up {
+				continue
+			}
+			f.Kind, f.Detail = DriftNotAnswering, "its container runs, but n8n does not answer "+res.Why
 		default:
 			continue
 		}
@@ -258,6 +267,9 @@ func (s *Service) recordFix(ctx context.Context, f *Finding, err error) {
 	}
 }
 
+// driftAlertPrefix keys the doctor's findings among the remembered alerts.
+const driftAlertPrefix = "drift|"
+
 // DoctorArgs is the periodic doctor run; it alerts the operator about new drift.
 type DoctorArgs struct{}
 
@@ -275,24 +287,29 @@ func (w *doctorWorker) Work(ctx context.Context, _ *river.Job[DoctorArgs]) error
 	if err != nil {
 		return err
 	}
+	// What was already alerted is in the store, so that a restart does not alert again.
+	known, err := s.store.AlertedKeys(ctx, driftAlertPrefix)
+	if err != nil {
+		return err
+	}
 	var fresh []string
-	current := map[string]bool{}
+	current, details := map[string]bool{}, map[string]string{}
 	for _, f := range report.Findings {
-		key := f.Kind + "|" + f.Host + "|" + f.Slug
+		key := driftAlertPrefix + f.Kind + "|" + f.Host + "|" + f.Slug
 		current[key] = true
-		s.mu.Lock()
-		known := s.drift[key]
-		s.mu.Unlock()
-		if !known {
+		if !known[key] {
 			fresh = append(fresh, fmt.Sprintf("- %s %s %s: %s", f.Kind, f.Host, f.Slug, f.Detail))
+			details[key] = f.Detail
 		}
 	}
-	s.mu.Lock()
-	s.drift = current
-	s.mu.Unlock()
 	if len(fresh) > 0 {
 		s.alert(ctx, "Drift: the doctor found %d new difference(s) between the database and the hosts or DNS:\n%s\nRun `provisioner doctor --fix` to repair the safe ones.",
 			len(fresh), strings.Join(fresh, "\n"))
 	}
-	return nil
+	for key, detail := range details {
+		if err := s.store.MarkAlerted(ctx, key, detail, report.CheckedAt); err != nil {
+			return err
+		}
+	}
+	return s.store.ForgetAlerts(ctx, driftAlertPrefix, current)
 }

@@ -71,7 +71,12 @@ type Instance struct {
 	StepBlockedSince *time.Time
 	StepAlerted      bool
 	// MovingTo names the host an instance is being moved to, while the move runs.
-	MovingTo  *string
+	MovingTo *string
+	// The uptime probe's state: consecutive failed probes, since when the instance has
+	// not answered, and since when it is degraded (a health flag billing never reads).
+	ProbeFailures int
+	DownSince     *time.Time
+	DegradedSince *time.Time
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }

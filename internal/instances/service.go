@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -70,6 +69,10 @@ type Config struct {
 	AfterStep func(step string)
 	// Steps, when set, is told how every saga step attempt went (the metrics).
 	Steps StepObserver
+	// Uptime is how active instances are probed; UptimeMetrics, when set, is told the
+	// result of every pass.
+	Uptime        UptimePolicy
+	UptimeMetrics UptimeMetrics
 }
 
 // Service runs the instances' lifecycle: it turns subscriptions into instances and runs
@@ -78,10 +81,6 @@ type Service struct {
 	cfg   Config
 	store *Store
 	log   *slog.Logger
-
-	mu      sync.Mutex
-	alerted map[string]time.Time // throttled alerts, by key
-	drift   map[string]bool      // the doctor's last findings, to alert only on new ones
 }
 
 // NewService returns the service; Register its workers before starting the queue.
@@ -120,6 +119,7 @@ func NewService(cfg Config) *Service {
 		cfg.PollInterval = 250 * time.Millisecond
 	}
 	cfg.Backups = cfg.Backups.withDefaults()
+	cfg.Uptime = cfg.Uptime.withDefaults()
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -155,6 +155,7 @@ func (s *Service) Register(workers *river.Workers) {
 	river.AddWorker(workers, &scheduleWorker{s: s})
 	river.AddWorker(workers, &hostBackupWorker{s: s})
 	river.AddWorker(workers, &pruneWorker{s: s})
+	river.AddWorker(workers, &uptimeWorker{s: s})
 }
 
 // Subscription is what billing tells instances about a customer's subscription: who,

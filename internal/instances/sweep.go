@@ -2,6 +2,7 @@ package instances
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -17,7 +18,7 @@ func (SweepArgs) Kind() string { return "instance_sweep" }
 
 // PeriodicJobs returns the service's clock-driven jobs.
 func (s *Service) PeriodicJobs() []*river.PeriodicJob {
-	return []*river.PeriodicJob{
+	jobs := []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(s.cfg.SweepInterval), func() (river.JobArgs, *river.InsertOpts) {
 			return SweepArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
 		}, &river.PeriodicJobOpts{RunOnStart: true}),
@@ -34,6 +35,12 @@ func (s *Service) PeriodicJobs() []*river.PeriodicJob {
 			return BackupPruneArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
 		}, nil),
 	}
+	if s.cfg.Uptime.Interval > 0 {
+		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(s.cfg.Uptime.Interval), func() (river.JobArgs, *river.InsertOpts) {
+			return UptimeArgs{}, &river.InsertOpts{UniqueOpts: uniqueWhileQueued}
+		}, &river.PeriodicJobOpts{RunOnStart: true}))
+	}
+	return jobs
 }
 
 type sweepWorker struct {
@@ -87,18 +94,16 @@ func (s *Service) billingStalled(ctx context.Context) string {
 }
 
 // alertThrottled alerts at most once a day per key, so a condition that lasts does not
-// flood the operator's inbox every sweep.
+// flood the operator's inbox every sweep. The store remembers, so a restart does not
+// repeat the alert.
 func (s *Service) alertThrottled(ctx context.Context, key, format string, args ...any) {
-	s.mu.Lock()
-	last, ok := s.alerted[key]
-	if ok && s.now().Sub(last) < 24*time.Hour {
-		s.mu.Unlock()
+	now := s.now()
+	last, err := s.store.AlertedAt(ctx, "throttled|"+key)
+	if err == nil && !last.IsZero() && now.Sub(last) < 24*time.Hour {
 		return
 	}
-	if s.alerted == nil {
-		s.alerted = map[string]time.Time{}
+	if err := s.store.MarkAlerted(ctx, "throttled|"+key, fmt.Sprintf(format, args...), now); err != nil {
+		s.log.Warn("remembering an alert failed", "error", err.Error())
 	}
-	s.alerted[key] = s.now()
-	s.mu.Unlock()
 	s.alert(ctx, format, args...)
 }
