@@ -77,8 +77,8 @@ type Instance struct {
 	ProbeFailures int
 	DownSince     *time.Time
 	DegradedSince *time.Time
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
 }
 
 // TableName tells gorm the table.
