@@ -1,29 +1,38 @@
 package hosts
 
-// This file speaks the Proxmox VE HTTP API directly with net/http rather than through
-// github.com/luthermonson/go-proxmox: its AgentExec path turns every HTTP 500 into the bare
-// status line (handleResponse returns errors.New(res.Status)), so "QEMU guest agent is not
-// running" and "Configuration file ... does not exist" would be lost, and its AgentExecStatus
-// types exec-status's integer `signal` as a bool. We need exactly those details to tell a
-// retryable outage from a misconfigured host, and the four endpoints we use are small.
+// This file reaches the Proxmox VE API through github.com/luthermonson/go-proxmox (v0.10.0):
+// it carries PVE's full error message in a typed *proxmox.APIError (the messages that tell
+// a retryable outage, "QEMU guest agent is not running", from a misconfigured host,
+// "Configuration file ... does not exist") and types exec-status's `signal` as an int.
+// On top of it we keep what the library does not do for us: the exec-status poll loop
+// (tolerant of a few transient failures, bounded by ExecTimeout), the checks on stdin
+// before it is sent, and the repair of PVE's double-encoded output.
+//
+// Three of the library's features stay off on purpose:
+//   - its logger is replaced by one that drops everything: at debug level it prints request
+//     and response bodies, and agent/exec's body carries the secrets we send on stdin;
+//   - WithRetry is never set: it retries POSTs, and a retried agent/exec runs n8nctl twice;
+//   - Client.Version is never called: it writes a field of the shared client without a
+//     lock, so we read /version into a value of our own.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	proxmox "github.com/luthermonson/go-proxmox"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 )
@@ -35,10 +44,6 @@ const (
 
 	// ProxmoxMaxInputData is the longest input-data (stdin) PVE accepts for agent/exec.
 	ProxmoxMaxInputData = 64 * 1024
-
-	// exec-status answers carry up to 16 MiB of stdout and of stderr (qemu-ga's capture
-	// limit), JSON-escaped; anything beyond this is not a PVE answer.
-	proxmoxMaxResponse = 80 << 20
 
 	// A poll of exec-status may fail transiently (a pveproxy worker restarting, a 596 while
 	// proxying to another node). Abandoning the poll loses the command's result, so a few
@@ -66,10 +71,8 @@ type ProxmoxConfig struct {
 // nodes, a VM's status and the QEMU guest agent (ping, exec, exec-status). It is safe for
 // concurrent use.
 type Proxmox struct {
-	base    string // without a trailing slash
+	api     *proxmox.Client
 	tokenID string
-	auth    string // the Authorization header value; holds the secret, never printed
-	http    *http.Client
 	poll    time.Duration
 	timeout time.Duration
 }
@@ -87,17 +90,20 @@ func NewProxmox(cfg ProxmoxConfig) (*Proxmox, error) {
 	if cfg.TokenSecret == "" || strings.ContainsAny(cfg.TokenSecret, " \t\r\n") {
 		return nil, apperr.New(apperr.Invalid, "proxmox token secret is empty or contains whitespace")
 	}
+	hc := cfg.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: proxmoxDefaultHTTPTimeout}
+	}
 	p := &Proxmox{
-		base:    strings.TrimRight(cfg.BaseURL, "/"),
+		api: proxmox.NewClient(strings.TrimRight(cfg.BaseURL, "/"),
+			proxmox.WithHTTPClient(hc),
+			proxmox.WithAPIToken(cfg.TokenID, cfg.TokenSecret), // PVEAPIToken=USER@REALM!TOKENID=UUID
+			proxmox.WithLogger(silentLogger{}),
+			proxmox.WithUserAgent("n8n-provisioner"),
+		),
 		tokenID: cfg.TokenID,
-		// PVE's format: "PVEAPIToken=USER@REALM!TOKENID=UUID".
-		auth:    "PVEAPIToken=" + cfg.TokenID + "=" + cfg.TokenSecret,
-		http:    cfg.HTTPClient,
 		poll:    cfg.PollInterval,
 		timeout: cfg.ExecTimeout,
-	}
-	if p.http == nil {
-		p.http = &http.Client{Timeout: proxmoxDefaultHTTPTimeout}
 	}
 	if p.poll <= 0 {
 		p.poll = proxmoxDefaultPollInterval
@@ -107,6 +113,15 @@ func NewProxmox(cfg ProxmoxConfig) (*Proxmox, error) {
 	}
 	return p, nil
 }
+
+// silentLogger drops go-proxmox's log lines: at debug level they hold request and response
+// bodies (stdin secrets), and its errors reach us as returned errors anyway.
+type silentLogger struct{}
+
+func (silentLogger) Debugf(string, ...any) {}
+func (silentLogger) Errorf(string, ...any) {}
+func (silentLogger) Infof(string, ...any)  {}
+func (silentLogger) Warnf(string, ...any)  {}
 
 // ProxmoxHTTPClient returns an HTTP client for a Proxmox VE API endpoint. caFile, when set,
 // names a PEM file of CA certificates trusted in addition to the system roots (PVE's own
@@ -141,15 +156,15 @@ func ProxmoxHTTPClient(caFile string, insecureTLS bool) (*http.Client, error) {
 
 // ProxmoxVersion is the answer of GET /version.
 type ProxmoxVersion struct {
-	Version string `json:"version"` // e.g. 8.2.4
-	Release string `json:"release"` // e.g. 8.2
-	RepoID  string `json:"repoid"`
+	Version string // e.g. 8.2.4
+	Release string // e.g. 8.2
+	RepoID  string
 }
 
 // ProxmoxNode is one row of GET /nodes.
 type ProxmoxNode struct {
-	Node   string `json:"node"`
-	Status string `json:"status"` // online, offline, unknown
+	Node   string
+	Status string // online, offline, unknown
 }
 
 // ProxmoxVMStatus is the part of GET nodes/{node}/qemu/{vmid}/status/current we use.
@@ -159,6 +174,11 @@ type ProxmoxVMStatus struct {
 	QMPStatus    string // running, paused, prelaunch, ...
 	Running      bool
 	AgentEnabled bool // the VM's config enables the QEMU guest agent
+	// The VM's resources as PVE allocates them: memory (maxmem), virtual CPUs and the size
+	// of its boot disk (maxdisk), in bytes.
+	MemoryBytes uint64
+	CPUs        int
+	DiskBytes   uint64
 }
 
 // ExecResult is how a command run through the guest agent ended.
@@ -172,84 +192,62 @@ type ExecResult struct {
 	StderrTruncated bool
 }
 
-// ProxmoxAPIError is the cause inside the apperr errors this client returns for an HTTP
-// error answer: the status and the text PVE sent, never the request's credentials.
-type ProxmoxAPIError struct {
-	Method  string
-	Path    string // relative to the base URL
-	Status  int
-	Message string            // PVE's message, trailing newline removed
-	Errors  map[string]string // per-parameter errors of a 400
-}
-
-func (e *ProxmoxAPIError) Error() string {
-	msg := fmt.Sprintf("proxmox %s %s: HTTP %d", e.Method, e.Path, e.Status)
-	if e.Message != "" {
-		msg += ": " + e.Message
-	}
-	if len(e.Errors) > 0 {
-		keys := make([]string, 0, len(e.Errors))
-		for k := range e.Errors {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		parts := make([]string, 0, len(keys))
-		for _, k := range keys {
-			parts = append(parts, k+": "+strings.TrimSpace(e.Errors[k]))
-		}
-		msg += " (" + strings.Join(parts, "; ") + ")"
-	}
-	return msg
-}
-
 // Version returns the PVE version. Errors: Unauthorized, Forbidden, Unavailable.
 func (p *Proxmox) Version(ctx context.Context) (ProxmoxVersion, error) {
-	var v ProxmoxVersion
-	err := p.do(ctx, http.MethodGet, "version", nil, nil, &v)
-	return v, err
+	var v proxmox.Version // not Client.Version: see the header
+	if err := p.api.Get(ctx, "/version", &v); err != nil {
+		return ProxmoxVersion{}, p.classify(err, http.MethodGet, "version")
+	}
+	return ProxmoxVersion{Version: v.Version, Release: v.Release, RepoID: v.RepoID}, nil
 }
 
 // Nodes returns the cluster's nodes. Errors: Unauthorized, Forbidden, Unavailable.
 func (p *Proxmox) Nodes(ctx context.Context) ([]ProxmoxNode, error) {
-	var nodes []ProxmoxNode
-	err := p.do(ctx, http.MethodGet, "nodes", nil, nil, &nodes)
-	return nodes, err
+	list, err := p.api.Nodes(ctx)
+	if err != nil {
+		return nil, p.classify(err, http.MethodGet, "nodes")
+	}
+	out := make([]ProxmoxNode, 0, len(list))
+	for _, n := range list {
+		if n != nil {
+			out = append(out, ProxmoxNode{Node: n.Node, Status: n.Status})
+		}
+	}
+	return out, nil
 }
 
-// VMStatus returns whether VM vmid on node runs and has the guest agent enabled.
-// Errors: NotFound (no such VM or node), Unauthorized, Forbidden, Unavailable.
+// VMStatus returns whether VM vmid on node runs and has the guest agent enabled, and the
+// resources PVE gives it. Errors: NotFound (no such VM or node), Unauthorized, Forbidden,
+// Unavailable.
 func (p *Proxmox) VMStatus(ctx context.Context, node string, vmid int) (ProxmoxVMStatus, error) {
-	var raw struct {
-		Name      string   `json:"name"`
-		Status    string   `json:"status"`
-		QMPStatus string   `json:"qmpstatus"`
-		Agent     pveFlag  `json:"agent"`
-		VMID      pveInt64 `json:"vmid"`
-	}
 	path, err := proxmoxVMPath(node, vmid, "status/current")
 	if err != nil {
 		return ProxmoxVMStatus{}, err
 	}
-	if err := p.do(ctx, http.MethodGet, path, nil, nil, &raw); err != nil {
-		return ProxmoxVMStatus{}, err
+	var vm proxmox.VirtualMachine
+	if err := p.api.Get(ctx, "/"+path, &vm); err != nil {
+		return ProxmoxVMStatus{}, p.classify(err, http.MethodGet, path)
 	}
 	return ProxmoxVMStatus{
-		Name:         raw.Name,
-		Status:       raw.Status,
-		QMPStatus:    raw.QMPStatus,
-		Running:      raw.Status == "running",
-		AgentEnabled: bool(raw.Agent),
+		Name:         vm.Name,
+		Status:       vm.Status,
+		QMPStatus:    vm.QMPStatus,
+		Running:      vm.Status == "running",
+		AgentEnabled: bool(vm.Agent),
+		MemoryBytes:  vm.MaxMem,
+		CPUs:         vm.CPUs,
+		DiskBytes:    vm.MaxDisk,
 	}, nil
 }
 
 // Ping checks that the guest agent of VM vmid answers. Errors: NotFound, Unauthorized,
 // Forbidden, Unavailable (VM stopped, agent not configured or not running).
 func (p *Proxmox) Ping(ctx context.Context, node string, vmid int) error {
-	path, err := proxmoxVMPath(node, vmid, "agent/ping")
+	vm, path, err := p.vm(node, vmid, "agent/ping")
 	if err != nil {
 		return err
 	}
-	return p.do(ctx, http.MethodPost, path, nil, struct{}{}, nil)
+	return p.classify(vm.AgentPing(ctx), http.MethodPost, path)
 }
 
 // Exec runs argv in VM vmid through the guest agent with stdin as its standard input and
@@ -263,21 +261,10 @@ func (p *Proxmox) Ping(ctx context.Context, node string, vmid int) error {
 // ExecTimeout: it may still be running in the guest, which is why n8nctl verbs are
 // idempotent).
 func (p *Proxmox) Exec(ctx context.Context, node string, vmid int, argv []string, stdin []byte) (ExecResult, error) {
-	if len(argv) == 0 || argv[0] == "" {
-		return ExecResult{}, apperr.New(apperr.Invalid, "proxmox exec: empty command")
+	if err := checkExec(argv, stdin); err != nil {
+		return ExecResult{}, err
 	}
-	if len(stdin) > ProxmoxMaxInputData {
-		return ExecResult{}, apperr.New(apperr.Invalid, "proxmox exec: stdin is %d bytes, PVE accepts at most %d", len(stdin), ProxmoxMaxInputData)
-	}
-	// PVE decodes the JSON body into Perl characters and base64-encodes input-data without
-	// encoding it back to UTF-8, so a non-ASCII byte would reach the guest altered (or fail
-	// with "Wide character"). Refuse rather than corrupt a secret silently.
-	for i, b := range stdin {
-		if b >= utf8.RuneSelf {
-			return ExecResult{}, apperr.New(apperr.Invalid, "proxmox exec: stdin has a non-ASCII byte at offset %d", i)
-		}
-	}
-	execPath, err := proxmoxVMPath(node, vmid, "agent/exec")
+	vm, execPath, err := p.vm(node, vmid, "agent/exec")
 	if err != nil {
 		return ExecResult{}, err
 	}
@@ -286,32 +273,24 @@ func (p *Proxmox) Exec(ctx context.Context, node string, vmid int, argv []string
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 
-	body := struct {
-		Command   []string `json:"command"`
-		InputData string   `json:"input-data,omitempty"`
-	}{Command: argv, InputData: string(stdin)}
-	var started struct {
-		PID pveInt64 `json:"pid"`
+	pid, err := vm.AgentExec(ctx, argv, string(stdin))
+	if err != nil {
+		return ExecResult{}, p.execTimeout(ctx, p.classify(err, http.MethodPost, execPath), argv[0], node, vmid)
 	}
-	if err := p.do(ctx, http.MethodPost, execPath, nil, body, &started); err != nil {
-		return ExecResult{}, p.execTimeout(ctx, err, argv[0], node, vmid)
-	}
-	if started.PID <= 0 {
+	if pid <= 0 {
 		return ExecResult{}, apperr.New(apperr.Internal, "proxmox exec on %s/%d: no pid in the answer", node, vmid)
 	}
-	pid := int(started.PID)
-	query := url.Values{"pid": {strconv.Itoa(pid)}}
 
 	var (
 		timer    *time.Timer
 		failures int
 	)
 	for {
-		var st proxmoxExecStatus
-		err := p.do(ctx, http.MethodGet, statusPath, query, nil, &st)
+		st, err := vm.AgentExecStatus(ctx, pid)
+		err = p.classify(err, http.MethodGet, statusPath)
 		switch {
-		case err == nil && bool(st.Exited):
-			return st.result(pid), nil
+		case err == nil && st != nil && st.Exited != 0:
+			return execResult(pid, st), nil
 		case err == nil:
 			failures = 0
 		case ctx.Err() == nil && apperr.Is(err, apperr.Unavailable) && !proxmoxLostPID(err) && failures+1 < proxmoxMaxPollFailures:
@@ -333,6 +312,35 @@ func (p *Proxmox) Exec(ctx context.Context, node string, vmid int, argv []string
 	}
 }
 
+// checkExec refuses a command PVE would reject or corrupt, before anything is sent.
+func checkExec(argv []string, stdin []byte) error {
+	if len(argv) == 0 || argv[0] == "" {
+		return apperr.New(apperr.Invalid, "proxmox exec: empty command")
+	}
+	if len(stdin) > ProxmoxMaxInputData {
+		return apperr.New(apperr.Invalid, "proxmox exec: stdin is %d bytes, PVE accepts at most %d", len(stdin), ProxmoxMaxInputData)
+	}
+	// PVE decodes the JSON body into Perl characters and base64-encodes input-data without
+	// encoding it back to UTF-8, so a non-ASCII byte would reach the guest altered (or fail
+	// with "Wide character"). Refuse rather than corrupt a secret silently.
+	for i, b := range stdin {
+		if b >= utf8.RuneSelf {
+			return apperr.New(apperr.Invalid, "proxmox exec: stdin has a non-ASCII byte at offset %d", i)
+		}
+	}
+	return nil
+}
+
+// vm returns go-proxmox's handle on VM vmid (no request is made) and the API path of
+// endpoint, for error messages.
+func (p *Proxmox) vm(node string, vmid int, endpoint string) (*proxmox.VirtualMachine, string, error) {
+	path, err := proxmoxVMPath(node, vmid, endpoint)
+	if err != nil {
+		return nil, "", err
+	}
+	return p.api.NodeRef(node).VirtualMachineRef(vmid), path, nil
+}
+
 // execTimeout turns our own ExecTimeout expiring into a clear Unavailable error and leaves
 // every other error (including the caller's cancellation) as it is.
 func (p *Proxmox) execTimeout(ctx context.Context, err error, program, node string, vmid int) error {
@@ -348,27 +356,17 @@ func (p *Proxmox) execTimeout(ctx context.Context, err error, program, node stri
 // proxmoxLostPID reports whether qemu-ga no longer knows the pid: its status was already
 // collected (an answer lost in transit) or the agent restarted. Polling again cannot help.
 func proxmoxLostPID(err error) bool {
-	var apiErr *ProxmoxAPIError
-	return errors.As(err, &apiErr) && strings.Contains(apiErr.Message, "Invalid parameter 'pid'")
+	e, ok := proxmox.AsAPIError(err)
+	return ok && strings.Contains(e.Message, "Invalid parameter 'pid'")
 }
 
-// proxmoxExecStatus is exec-status's answer. PVE turns qemu-ga's JSON booleans into 0/1 and
-// returns out-data/err-data already base64-decoded.
-type proxmoxExecStatus struct {
-	Exited       pveFlag  `json:"exited"`
-	ExitCode     pveInt64 `json:"exitcode"`
-	Signal       pveInt64 `json:"signal"`
-	OutData      string   `json:"out-data"`
-	ErrData      string   `json:"err-data"`
-	OutTruncated pveFlag  `json:"out-truncated"`
-	ErrTruncated pveFlag  `json:"err-truncated"`
-}
-
-func (s proxmoxExecStatus) result(pid int) ExecResult {
+// execResult converts exec-status's answer. PVE returns out-data/err-data already
+// base64-decoded.
+func execResult(pid int, s *proxmox.AgentExecStatus) ExecResult {
 	return ExecResult{
 		PID:             pid,
-		ExitCode:        int(s.ExitCode),
-		Signal:          int(s.Signal),
+		ExitCode:        s.ExitCode,
+		Signal:          s.Signal,
 		Stdout:          pveOutputBytes(s.OutData),
 		Stderr:          pveOutputBytes(s.ErrData),
 		StdoutTruncated: bool(s.OutTruncated),
@@ -395,121 +393,65 @@ func pveOutputBytes(s string) []byte {
 	return b
 }
 
-// do sends one API request and decodes the "data" member of the answer into out (when out
-// is non-nil). body, when non-nil, is sent as JSON.
-func (p *Proxmox) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
-	target := p.base + "/" + path
-	if len(query) > 0 {
-		target += "?" + query.Encode()
-	}
-	var reader io.Reader
-	if body != nil {
-		raw, err := json.Marshal(body)
-		if err != nil {
-			return apperr.Wrap(apperr.Internal, err, "proxmox %s %s: encode body", method, path)
-		}
-		reader = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, target, reader)
-	if err != nil {
-		return apperr.Wrap(apperr.Internal, err, "proxmox %s %s: build request", method, path)
-	}
-	req.Header.Set("Authorization", p.auth)
-	req.Header.Set("Accept", "application/json")
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := p.http.Do(req)
-	if err != nil {
-		// *url.Error names the URL, which carries no credentials; the header is not printed.
-		return apperr.Wrap(apperr.Unavailable, err, "proxmox %s %s unreachable", method, path)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, proxmoxMaxResponse))
-	if err != nil {
-		return apperr.Wrap(apperr.Unavailable, err, "proxmox %s %s: read answer", method, path)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return p.apiError(method, path, resp, raw)
-	}
-	if out == nil {
+// classify turns a go-proxmox error into our error kinds, keeping PVE's message in the
+// public text and the *proxmox.APIError as the cause (never the request's credentials:
+// the library does not put the Authorization header in its errors).
+func (p *Proxmox) classify(err error, method, path string) error {
+	if err == nil {
 		return nil
 	}
-	var envelope struct {
-		Data json.RawMessage `json:"data"`
-	}
-	if err := json.Unmarshal(raw, &envelope); err != nil {
-		return apperr.Wrap(apperr.Internal, err, "proxmox %s %s: answer is not JSON: %s", method, path, proxmoxExcerpt(raw, 200))
-	}
-	if len(envelope.Data) == 0 || string(envelope.Data) == "null" {
-		return apperr.New(apperr.Internal, "proxmox %s %s: answer has no data", method, path)
-	}
-	if err := json.Unmarshal(envelope.Data, out); err != nil {
-		return apperr.Wrap(apperr.Internal, err, "proxmox %s %s: unexpected answer: %s", method, path, proxmoxExcerpt(envelope.Data, 200))
-	}
-	return nil
-}
-
-// apiError classifies an HTTP error answer. PVE puts the reason in the JSON body's
-// "message" (format json) and in the status line; a 400 adds per-parameter "errors".
-func (p *Proxmox) apiError(method, path string, resp *http.Response, raw []byte) error {
-	e := &ProxmoxAPIError{Method: method, Path: path, Status: resp.StatusCode}
-	var body struct {
-		Message string            `json:"message"`
-		Errors  map[string]string `json:"errors"`
-	}
-	if json.Unmarshal(raw, &body) == nil {
-		e.Message = strings.TrimSpace(body.Message)
-		e.Errors = body.Errors
-	}
-	if e.Message == "" {
-		// The status line carries PVE's reason (e.g. "401 invalid token value!"); Go
-		// servers send the standard text instead.
-		reason := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
-		if reason != http.StatusText(resp.StatusCode) {
-			e.Message = reason
+	apiErr, ok := proxmox.AsAPIError(err)
+	if !ok {
+		var urlErr *url.Error
+		var netErr net.Error
+		if errors.As(err, &urlErr) || errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF) ||
+			errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			// *url.Error names the URL, which carries no credentials.
+			return apperr.Wrap(apperr.Unavailable, err, "proxmox %s %s unreachable", method, path)
 		}
+		// Not an HTTP error: the answer did not decode (not PVE, or a PVE we do not know).
+		return apperr.Wrap(apperr.Internal, err, "proxmox %s %s: unexpected answer", method, path)
 	}
-	msg := e.Error()
-	switch code := resp.StatusCode; {
+	msg := fmt.Sprintf("proxmox %s %s: HTTP %d", method, path, apiErr.StatusCode)
+	if apiErr.Message != "" {
+		msg += ": " + apiErr.Message
+	}
+	for _, k := range slices.Sorted(maps.Keys(apiErr.Errors)) {
+		msg += fmt.Sprintf(" (%s: %s)", k, apiErr.Errors[k])
+	}
+	switch code := apiErr.StatusCode; {
 	case code == http.StatusUnauthorized:
-		return apperr.Wrap(apperr.Unauthorized, e, "proxmox rejected API token %s", p.tokenID)
+		return apperr.Wrap(apperr.Unauthorized, err, "proxmox rejected API token %s", p.tokenID)
 	case code == http.StatusForbidden:
-		return apperr.Wrap(apperr.Forbidden, e, "%s", msg)
-	case code == http.StatusNotFound:
-		return apperr.Wrap(apperr.NotFound, e, "%s", msg)
+		return apperr.Wrap(apperr.Forbidden, err, "%s", msg)
+	case proxmox.IsNotFound(err) || proxmoxUnknownNode(apiErr.Message):
+		return apperr.Wrap(apperr.NotFound, err, "%s", msg)
 	case code == http.StatusBadRequest:
-		return apperr.Wrap(apperr.Invalid, e, "%s", msg)
-	case code >= 500 && proxmoxIsNotFound(e.Message):
-		return apperr.Wrap(apperr.NotFound, e, "%s", msg)
+		return apperr.Wrap(apperr.Invalid, err, "%s", msg)
 	case code >= 500, code == http.StatusTooManyRequests, code == http.StatusRequestTimeout:
 		// Includes "QEMU guest agent is not running", "VM 100 is not running",
-		// "No QEMU guest agent configured" and PVE's 595/596 proxy errors: the host may
-		// come back, so these retry.
-		return apperr.Wrap(apperr.Unavailable, e, "%s", msg)
+		// "No QEMU guest agent configured" and pveproxy's 595/596 (the target node is
+		// unreachable, proxmox.IsNodeUnreachable): the host may come back, so these retry.
+		return apperr.Wrap(apperr.Unavailable, err, "%s", msg)
 	default:
-		return apperr.Wrap(apperr.Invalid, e, "%s", msg)
+		return apperr.Wrap(apperr.Invalid, err, "%s", msg)
 	}
 }
 
-// proxmoxIsNotFound recognises PVE's 500 answers for a VM or node that does not exist:
-// PVE::QemuConfig->load_config dies with "Configuration file 'nodes/N/qemu-server/V.conf'
-// does not exist", and proxying to an unknown node fails with "hostname lookup 'N' failed".
-func proxmoxIsNotFound(msg string) bool {
-	return (strings.HasPrefix(msg, "Configuration file") && strings.Contains(msg, "does not exist")) ||
-		strings.HasPrefix(msg, "hostname lookup") ||
-		strings.Contains(msg, "no such VM") ||
-		strings.Contains(msg, "no such node")
+// proxmoxUnknownNode recognises PVE's answer when it proxies to a node that does not exist,
+// which go-proxmox's not-found patterns do not cover.
+func proxmoxUnknownNode(msg string) bool {
+	return strings.HasPrefix(msg, "hostname lookup")
 }
 
 func proxmoxVMPath(node string, vmid int, rest string) (string, error) {
-	if node == "" || strings.ContainsAny(node, "/?#%") {
+	if node == "" || strings.ContainsAny(node, "/?#% ") || !utf8.ValidString(node) {
 		return "", apperr.New(apperr.Invalid, "proxmox node name %q is not valid", node)
 	}
 	if vmid < 100 || vmid > 999999999 {
 		return "", apperr.New(apperr.Invalid, "proxmox vmid %d is out of range (100-999999999)", vmid)
 	}
-	return "nodes/" + url.PathEscape(node) + "/qemu/" + strconv.Itoa(vmid) + "/" + rest, nil
+	return fmt.Sprintf("nodes/%s/qemu/%d/%s", node, vmid, rest), nil
 }
 
 // proxmoxExcerpt returns at most n bytes of b as text, cut on a rune boundary, for error messages.
@@ -525,42 +467,10 @@ func proxmoxExcerpt(b []byte, n int) string {
 	return strings.ToValidUTF8(s[:cut], "?") + "…"
 }
 
-// pveFlag decodes PVE's booleans, which arrive as 0/1, true/false or "0"/"1".
-type pveFlag bool
-
-func (f *pveFlag) UnmarshalJSON(b []byte) error {
-	switch strings.Trim(string(b), `"`) {
-	case "1", "true":
-		*f = true
-	case "0", "false", "", "null":
-		*f = false
-	default:
-		return fmt.Errorf("not a PVE boolean: %s", b)
-	}
-	return nil
-}
-
-// pveInt64 decodes PVE's integers, which some endpoints send as strings.
-type pveInt64 int64
-
-func (n *pveInt64) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(string(b), `"`)
-	if s == "" || s == "null" {
-		*n = 0
-		return nil
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return fmt.Errorf("not a PVE integer: %s", b)
-	}
-	*n = pveInt64(v)
-	return nil
-}
-
 // AgentNotRunning reports whether err is PVE saying the VM's QEMU guest agent does not
 // answer: a VM that is booting, or whose agent restarts, is on its way back, so a caller
 // waits for it rather than counting a failure.
 func AgentNotRunning(err error) bool {
-	var e *ProxmoxAPIError
-	return errors.As(err, &e) && strings.Contains(e.Message, "guest agent is not running")
+	e, ok := proxmox.AsAPIError(err)
+	return ok && strings.Contains(e.Message, "guest agent is not running")
 }

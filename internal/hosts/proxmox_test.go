@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	proxmox "github.com/luthermonson/go-proxmox"
+
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts/proxmoxtest"
@@ -162,6 +164,9 @@ func proxmoxContract(t *testing.T, target proxmoxTarget) {
 		if !st.Running || st.Status != "running" || !st.AgentEnabled {
 			t.Fatalf("VMStatus = %+v, want running with agent", st)
 		}
+		if st.MemoryBytes < 256<<20 || st.CPUs < 1 {
+			t.Fatalf("VMStatus = %+v, want the VM's memory and CPUs", st)
+		}
 		if err := p.Ping(ctx, target.node, target.vmid); err != nil {
 			t.Fatal(err)
 		}
@@ -241,8 +246,8 @@ func TestProxmoxAgentUnavailableSurfacesPVEMessage(t *testing.T) {
 			}
 			_, err = p.Exec(t.Context(), target.node, target.vmid, []string{"/bin/true"}, nil)
 			proxmoxWantKind(t, err, apperr.Unavailable)
-			var apiErr *hosts.ProxmoxAPIError
-			if !errors.As(err, &apiErr) || apiErr.Status != http.StatusInternalServerError || apiErr.Message != tt.want {
+			apiErr, ok := proxmox.AsAPIError(err)
+			if !ok || apiErr.StatusCode != http.StatusInternalServerError || apiErr.Message != tt.want {
 				t.Fatalf("cause = %+v, want 500 %q", apiErr, tt.want)
 			}
 			if n := len(fake.Execs()); n != 0 {
@@ -570,4 +575,87 @@ func TestProxmoxHTTPClient(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestProxmoxGoProxmoxWire pins what go-proxmox makes of PVE's error answers, on the wire
+// protocol the fake speaks (the /api2/json prefix, the data envelope, API-token auth,
+// agent/exec and agent/exec-status): PVE's message and status reach the caller, a POST is
+// never sent twice, and a command's signal is an int.
+func TestProxmoxGoProxmoxWire(t *testing.T) {
+	t.Parallel()
+
+	t.Run("a 500 carries PVE's message", func(t *testing.T) {
+		t.Parallel()
+		const pveMessage = "VM 100 qmp command 'guest-exec' failed - got timeout"
+		fake, target := proxmoxFake(t, nil)
+		fake.FailNext(1, proxmoxtest.Failure{PathSuffix: "/agent/exec", Message: pveMessage})
+		_, err := proxmoxClient(t, target.cfg).Exec(t.Context(), target.node, target.vmid, []string{"/bin/true"}, []byte("SECRET=s3cr3t-value\n"))
+		proxmoxWantKind(t, err, apperr.Unavailable)
+		if !strings.Contains(apperr.Message(err), pveMessage) {
+			t.Fatalf("message %q does not carry PVE's %q", apperr.Message(err), pveMessage)
+		}
+		apiErr, ok := proxmox.AsAPIError(err)
+		if !ok || apiErr.StatusCode != http.StatusInternalServerError || apiErr.Message != pveMessage ||
+			apiErr.Method != http.MethodPost || apiErr.Path != "/api2/json/nodes/pve/qemu/100/agent/exec" {
+			t.Fatalf("cause = %+v", apiErr)
+		}
+		if strings.Contains(err.Error(), "s3cr3t-value") || strings.Contains(err.Error(), proxmoxTestTokenSecret) {
+			t.Fatalf("error leaks stdin or the token: %v", err)
+		}
+		posts := 0
+		for _, r := range fake.Requests() {
+			if r.Method == http.MethodPost && strings.HasSuffix(r.Path, "/agent/exec") {
+				posts++
+			}
+		}
+		if posts != 1 || len(fake.Execs()) != 0 {
+			t.Fatalf("agent/exec sent %d times, %d started: a failed POST must not be retried", posts, len(fake.Execs()))
+		}
+	})
+
+	t.Run("a 596 is a node unreachable, retried while polling", func(t *testing.T) {
+		t.Parallel()
+		fake, target := proxmoxFake(t, nil)
+		p := proxmoxClient(t, target.cfg)
+
+		fake.FailNext(1, proxmoxtest.Failure{Status: proxmox.StatusNodeRequestFailed, Message: "Connection timed out"})
+		_, err := p.VMStatus(t.Context(), target.node, target.vmid)
+		proxmoxWantKind(t, err, apperr.Unavailable)
+		if !proxmox.IsNodeUnreachable(err) || !strings.Contains(apperr.Message(err), "HTTP 596: Connection timed out") {
+			t.Fatalf("err = %v, want a 596 node-unreachable carrying PVE's text", err)
+		}
+
+		// One 596 between polls does not lose the command's result.
+		fake.FailNext(1, proxmoxtest.Failure{PathSuffix: "/agent/exec-status", Status: proxmox.StatusNodeRequestFailed, Message: "Connection timed out"})
+		res, err := p.Exec(t.Context(), target.node, target.vmid, []string{"/bin/sh", "-c", "echo survived"}, nil)
+		if err != nil || string(res.Stdout) != "survived\n" {
+			t.Fatalf("Exec = %+v, %v", res, err)
+		}
+	})
+
+	t.Run("a command killed by signal 9", func(t *testing.T) {
+		t.Parallel()
+		// n8nctl on this guest is a script that the OOM killer, say, ends with SIGKILL.
+		n8nctl := filepath.Join(t.TempDir(), "n8nctl")
+		if err := os.WriteFile(n8nctl, []byte("#!/bin/sh\necho 'provisioning...' >&2\nkill -9 $$\n"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		_, target := proxmoxFake(t, func(s *proxmoxtest.Server) {
+			s.Runner = proxmoxtest.LocalRunner(proxmoxtest.LocalRunnerConfig{Paths: map[string]string{hosts.AgentDefaultPath: n8nctl}})
+		})
+		p := proxmoxClient(t, target.cfg)
+		res, err := p.Exec(t.Context(), target.node, target.vmid, []string{hosts.AgentDefaultPath, "provision", "acme"}, nil)
+		if err != nil || res.Signal != 9 || res.ExitCode != 0 || string(res.Stderr) != "provisioning...\n" {
+			t.Fatalf("Exec = %+v, %v", res, err)
+		}
+		agent, err := hosts.NewAgent(hosts.AgentConfig{Exec: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = agent.Run(t.Context(), target.node, target.vmid, "provision", "acme", nil)
+		proxmoxWantKind(t, err, apperr.Unavailable)
+		if !strings.Contains(apperr.Message(err), "killed by signal 9: provisioning...") {
+			t.Fatalf("message = %q", apperr.Message(err))
+		}
+	})
 }

@@ -6,7 +6,8 @@
 //     writes them, {"data":null,"message":"...\n"} plus "errors" per parameter on a 400;
 //   - API-token auth (Authorization: PVEAPIToken=USER@REALM!TOKENID=SECRET): 401 with an
 //     empty body when the header is missing or the token is wrong;
-//   - GET version, GET nodes, GET nodes/{node}/qemu/{vmid}/status/current,
+//   - GET version, GET nodes, GET nodes/{node}/qemu/{vmid}/status/current (with cpus,
+//     maxmem and maxdisk),
 //     POST .../agent/ping, POST .../agent/exec (JSON or form-encoded body, command as an
 //     array, input-data as stdin, 64 KiB limit, unknown parameters rejected) and
 //     GET .../agent/exec-status?pid=N (asynchronous: {"exited":0} until the command ends,
@@ -22,7 +23,7 @@
 //     double-encoded; input-data characters above U+00FF fail as "Wide character".
 //
 // Knobs: VM state per VM (UpdateVM: running, agent enabled/running, commands that never
-// exit, permission denied), a fixed latency per exec (ExecLatency), the next N requests
+// exit, permission denied, the memory, CPUs and disk status/current reports), a fixed latency per exec (ExecLatency), the next N requests
 // failing with any status (FailNext), the accepted token (TokenID/TokenSecret), and the
 // Runner that plays the guest: nil exits 0 with no output, LocalRunner runs a real local
 // process. Inspection: Execs (node, vmid, argv and stdin of every exec), Requests (method,
@@ -72,6 +73,10 @@ type VM struct {
 	AgentRunning bool // qemu-ga answers inside the guest
 	Hang         bool // execs started from now on never exit
 	Forbidden    bool // the token lacks privileges on /vms/{vmid}: 403
+	// What status/current reports as the VM's resources: maxmem, cpus and maxdisk.
+	MemoryBytes uint64
+	CPUs        int
+	DiskBytes   uint64
 }
 
 // Exec records one accepted agent/exec call.
@@ -142,12 +147,21 @@ type proc struct {
 	errTruncated bool
 }
 
-// AddVM registers VM vmid on node, running with its guest agent enabled and up.
+// A new VM's resources (see AddVM).
+const (
+	DefaultMemoryBytes = 4 << 30
+	DefaultCPUs        = 2
+	DefaultDiskBytes   = 32 << 30
+)
+
+// AddVM registers VM vmid on node, running with its guest agent enabled and up, with
+// DefaultMemoryBytes, DefaultCPUs and DefaultDiskBytes.
 func (s *Server) AddVM(node string, vmid int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.initLocked()
-	s.vms[vmKey{node, vmid}] = &VM{Name: fmt.Sprintf("vm%d", vmid), Running: true, AgentEnabled: true, AgentRunning: true}
+	s.vms[vmKey{node, vmid}] = &VM{Name: fmt.Sprintf("vm%d", vmid), Running: true, AgentEnabled: true, AgentRunning: true,
+		MemoryBytes: DefaultMemoryBytes, CPUs: DefaultCPUs, DiskBytes: DefaultDiskBytes}
 }
 
 // UpdateVM applies change to the state of VM vmid on node; it reports false when there is
@@ -462,7 +476,7 @@ func (s *Server) vmEndpoint(r *http.Request, node, rawVMID, endpoint string) (an
 func vmStatus(vmid int, vm *VM) any {
 	st := map[string]any{
 		"vmid": vmid, "name": vm.Name, "status": "stopped", "qmpstatus": "stopped",
-		"cpus": 2, "maxmem": 4 << 30, "uptime": 0, "ha": map[string]any{"managed": 0},
+		"cpus": vm.CPUs, "maxmem": vm.MemoryBytes, "maxdisk": vm.DiskBytes, "uptime": 0, "ha": map[string]any{"managed": 0},
 	}
 	if vm.Running {
 		st["status"], st["qmpstatus"], st["uptime"] = "running", "running", 3600
