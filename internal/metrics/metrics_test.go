@@ -32,6 +32,7 @@ func TestRouteTemplate(t *testing.T) {
 		{stripe, "GET", "https://api.stripe.com/v1/prices/price_ABC123", "GET /v1/prices/{id}"},
 		{stripe, "GET", "https://api.stripe.com/v1/a/b/c/d/e/f/g/h/i/j", "GET /v1/a/b/c/d/e/f/g/..."},
 		{stripe, "GET", "https://api.stripe.com/", "GET /"},
+		{Routes{Opaque: true}, "POST", "https://ntfy.sh/mysecrettopic", "POST"},
 	} {
 		r := httptest.NewRequest(tc.method, tc.url, nil)
 		if got := tc.routes.Template(r); got != tc.want {

@@ -17,6 +17,9 @@ type Routes struct {
 	// IDsAfter lists the collection segments whose next segment is an id ("nodes",
 	// "qemu", "zones", "customers"); that segment becomes {id}.
 	IDsAfter []string
+	// Opaque says the path itself is a credential (a webhook URL): the operation is the
+	// method alone.
+	Opaque bool
 }
 
 // maxSegments bounds the template's length: deeper paths end in "...".
@@ -27,6 +30,9 @@ const maxSegments = 8
 // segment that is not a plain word (see plainWord) is taken for an id too,
 // so a path the list does not know still yields no raw id. The query is never included.
 func (rt Routes) Template(r *http.Request) string {
+	if rt.Opaque {
+		return r.Method
+	}
 	path := strings.TrimPrefix(r.URL.Path, rt.Prefix)
 	segs := strings.Split(strings.Trim(path, "/"), "/")
 	out := make([]string, 0, min(len(segs), maxSegments+1))
