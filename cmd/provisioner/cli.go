@@ -286,7 +286,7 @@ func (o *ops) service(ctx context.Context) (*instances.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newInstanceService(o.cfg, o.db, keys, o.instances, o.hosts, q, o.log)
+	return newInstanceService(o.cfg, o.db, keys, o.instances, o.hosts, q, o.log, nil)
 }
 
 // jobRecorder is the queue the CLI's requests go through. instances.Service returns the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
 )
@@ -34,6 +35,7 @@ type config struct {
 	Providers    providers
 	Billing      billing.Config
 	Backups      backupConfig
+	Uptime       instances.UptimePolicy
 	// generated lists the development secrets that were generated into the data dir
 	// because their variable was unset; the caller warns about each.
 	generated []string
@@ -94,6 +96,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, err // its errors start with the variable's name
 	}
 	if c.Backups, err = loadBackupConfig(getenv); err != nil {
+		return c, err
+	}
+	if c.Uptime, err = loadUptime(getenv); err != nil {
 		return c, err
 	}
 	c.Providers, err = loadProviders(getenv, c)

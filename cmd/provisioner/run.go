@@ -104,7 +104,8 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	if err != nil {
 		return err
 	}
-	svc, err := newInstanceService(cfg, db, keys, instanceStore, hostStore, q, log)
+	registry := prometheus.NewRegistry()
+	svc, err := newInstanceService(cfg, db, keys, instanceStore, hostStore, q, log, registry)
 	if err != nil {
 		return err
 	}
@@ -114,7 +115,6 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 		return err
 	}
 
-	registry := prometheus.NewRegistry()
 	bill, err := billing.New(cfg.Billing, billing.Deps{
 		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: capacity{hostStore, svc},
 		Plans: cfg.Plans, Logger: log, Metrics: registry,
@@ -190,7 +190,9 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	return err
 }
 
-func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store *instances.Store, hostStore *hosts.Store, q *queue.Queue, log *slog.Logger) (*instances.Service, error) {
+// newInstanceService wires the adapters into the instance service. reg, when not nil (the
+// serving process), receives the service's metrics.
+func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store *instances.Store, hostStore *hosts.Store, q *queue.Queue, log *slog.Logger, reg prometheus.Registerer) (*instances.Service, error) {
 	p := cfg.Providers
 	dnsAdapter, err := p.dnsAdapter()
 	if err != nil {
@@ -208,8 +210,15 @@ func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store
 	if err != nil {
 		return nil, err
 	}
+	var probes instances.UptimeMetrics
+	if reg != nil {
+		m := newProbeMetrics()
+		reg.MustRegister(m)
+		probes = m
+	}
 	return instances.NewService(instances.Config{
 		Bucket: archives, Backups: cfg.Backups.Policy,
+		Uptime: cfg.Uptime, UptimeMetrics: probes,
 		Store: store, Keys: keys, Queue: q, Plans: cfg.Plans,
 		Placer: placer{hostStore}, DNS: dnsAdapter, Agent: agent,
 		App:      n8nApp{},

@@ -13,18 +13,21 @@ import (
 
 // InstanceJSON is an instance as the API shows it.
 type InstanceJSON struct {
-	ID             string      `json:"id"`
-	ClientID       string      `json:"client_id"`
-	SubscriptionID *string     `json:"subscription_id"`
-	Slug           string      `json:"slug"`
-	URL            string      `json:"url"`
-	Host           *string     `json:"host"`
-	Plan           string      `json:"plan"`
-	Status         string      `json:"status"`
-	Step           string      `json:"step"`
-	CreatedAt      time.Time   `json:"created_at"`
-	UpdatedAt      time.Time   `json:"updated_at"`
-	Timeline       []EventJSON `json:"timeline,omitempty"`
+	ID             string  `json:"id"`
+	ClientID       string  `json:"client_id"`
+	SubscriptionID *string `json:"subscription_id"`
+	Slug           string  `json:"slug"`
+	URL            string  `json:"url"`
+	Host           *string `json:"host"`
+	Plan           string  `json:"plan"`
+	Status         string  `json:"status"`
+	Step           string  `json:"step"`
+	// DegradedSince is when the uptime probe found the instance not answering (null:
+	// healthy). A health flag, not a status: billing never reads it.
+	DegradedSince *time.Time  `json:"degraded_since"`
+	CreatedAt     time.Time   `json:"created_at"`
+	UpdatedAt     time.Time   `json:"updated_at"`
+	Timeline      []EventJSON `json:"timeline,omitempty"`
 }
 
 // EventJSON is one timeline entry.
@@ -45,8 +48,17 @@ func ViewInstance(in instances.Instance) InstanceJSON {
 	return InstanceJSON{
 		ID: in.ID, ClientID: in.ClientID, SubscriptionID: in.SubscriptionID, Slug: in.Slug,
 		URL: in.URL, Host: in.Host, Plan: in.PlanID, Status: string(in.Status), Step: in.Step,
-		CreatedAt: in.CreatedAt.UTC(), UpdatedAt: in.UpdatedAt.UTC(),
+		DegradedSince: utc(in.DegradedSince), CreatedAt: in.CreatedAt.UTC(), UpdatedAt: in.UpdatedAt.UTC(),
 	}
+}
+
+// utc returns t in UTC, or nil.
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // ViewInstanceList returns a page of instances and its next cursor as the API shows them.
