@@ -4,7 +4,11 @@
 // real host script without the source tree beside it.
 package scripts
 
-import _ "embed"
+import (
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+)
 
 // N8nctl is scripts/n8nctl, the host agent, byte for byte. Write it to a file with mode
 // 0755 to run it; it needs bash, jq, flock, coreutils, and age and curl for backups.
@@ -26,3 +30,13 @@ var FakeDisk string
 
 // FakeDiskTools are the names FakeDisk answers to.
 var FakeDiskTools = []string{"mkfs.ext4", "e2fsck", "resize2fs", "chattr", "mount", "umount", "mountpoint", "losetup", "df"}
+
+// N8nctlVersion is what `n8nctl version all` prints as the version of exactly this
+// script: "sha256:" and the SHA-256 of its bytes. A host whose n8nctl reports anything else
+// runs another release's agent, and is refused when it is added.
+var N8nctlVersion = "sha256:" + sha256Hex(N8nctl)
+
+func sha256Hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
