@@ -11,8 +11,8 @@ import (
 func (s *Server) routes() {
 	e := s.echo
 	e.Use(middleware.RequestID())
-	e.Use(s.observe) // request log and metrics, with the request id
-	e.Use(middleware.Recover())
+	e.Use(s.observe)                                 // request log and metrics, with the request id
+	e.Use(s.recoverPanic())                          // a panic is a 500 and an error in our log, with its stack
 	e.Use(skipWebhookLimit(limitBody(maxBodyBytes))) // webhooks have their own, smaller limit
 
 	e.GET("/healthz", s.healthz)

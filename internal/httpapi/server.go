@@ -10,6 +10,7 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
@@ -117,4 +118,18 @@ func (s *Server) Routes() []string {
 		out = append(out, r.Method+" "+openAPIPath(r.Path))
 	}
 	return out
+}
+
+// recoverPanic turns a handler's panic into a 500 with the usual error body, and logs it
+// once, with its stack, through the service's JSON logger rather than echo's own, so it
+// lands with the request's id where every other log line goes.
+func (s *Server) recoverPanic() echo.MiddlewareFunc {
+	return middleware.RecoverWithConfig(middleware.RecoverConfig{
+		LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+			s.log.ErrorContext(c.Request().Context(), "handler panicked",
+				"request_id", requestID(c), "method", c.Request().Method, "route", c.Path(),
+				"error", err.Error(), "stack", string(stack))
+			return err
+		},
+	})
 }
