@@ -53,6 +53,9 @@ func statusText(in instances.Instance) string {
 		return string(in.Status) + " (" + in.SuspendReason + ")"
 	case in.Status == instances.Failed && in.FailureReason != "":
 		return string(in.Status) + " (" + in.FailureReason + ")"
+	case in.DegradedSince != nil:
+		// The health flag beside the status: degraded is not a status of its own.
+		return string(in.Status) + " (degraded)"
 	}
 	return string(in.Status)
 }
@@ -172,6 +175,9 @@ func (c *cli) instancesShow(path string, args []string) error {
 	row("Slug", in.Slug)
 	row("URL", in.URL)
 	row("Status", statusText(in))
+	if in.DegradedSince != nil {
+		row("Degraded since", in.DegradedSince.UTC().Format(time.RFC3339))
+	}
 	row("Step", in.Step)
 	row("Host", hostOfInstance(in))
 	disk := "no quota"
