@@ -18,6 +18,7 @@ require (
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/luthermonson/go-proxmox v0.10.0
 	github.com/mattn/go-sqlite3 v1.14.22
+	github.com/mercadopago/sdk-go v1.8.0
 	github.com/pressly/goose/v3 v3.29.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/riverqueue/river v0.51.1

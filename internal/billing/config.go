@@ -10,8 +10,8 @@ import (
 )
 
 // Config is billing's configuration from PROVISIONER_* variables. The zero value is valid:
-// Stripe is not configured, so webhooks and checkout answer 503 while the rest of the
-// service runs.
+// no provider is configured, so webhooks and checkout answer 503 while the rest of the
+// service runs. Stripe and MercadoPago may be configured together.
 type Config struct {
 	// SecretKey is the Stripe API key (sk_live_..., sk_test_... or a restricted rk_...).
 	SecretKey string
@@ -22,9 +22,27 @@ type Config struct {
 	APIURL string
 	// PortalURL is the customer portal's base URL: Checkout returns the customer to
 	// PortalURL/checkout/success or /checkout/cancel, the billing portal to PortalURL.
-	PortalURL string
-	Policy    Policy
+	PortalURL   string
+	MercadoPago MercadoPagoConfig
+	Policy      Policy
 }
+
+// MercadoPagoConfig is MercadoPago's part of the configuration.
+type MercadoPagoConfig struct {
+	// AccessToken is the application's access token (APP_USR-... in production, TEST-...).
+	AccessToken string
+	// WebhookSecrets are the application's webhook signing secrets; a notification signed
+	// with any of them is accepted, so the operator can roll the secret.
+	WebhookSecrets []string
+	// APIURL is MercadoPago's API base URL (the fake or a proxy in tests).
+	APIURL string
+}
+
+// Configured reports whether the access token and a webhook secret are set.
+func (c MercadoPagoConfig) Configured() bool { return c.AccessToken != "" && len(c.WebhookSecrets) > 0 }
+
+// DefaultMercadoPagoAPIURL is MercadoPago's production API.
+const DefaultMercadoPagoAPIURL = "https://api.mercadopago.com"
 
 // DefaultStripeAPIURL is Stripe's production API.
 const DefaultStripeAPIURL = "https://api.stripe.com"
@@ -40,12 +58,15 @@ func (c Config) StripeConfigured() bool { return c.SecretKey != "" && len(c.Webh
 
 // String describes the configuration without its secrets, so it can be logged.
 func (c Config) String() string {
-	return fmt.Sprintf("billing.Config{stripe configured: %t, webhook secrets: %d, api: %s, portal: %s, past_due grace: %s, retention: %s}",
-		c.StripeConfigured(), len(c.WebhookSecrets), c.APIURL, c.PortalURL, c.Policy.PastDueGrace, c.Policy.Retention)
+	return fmt.Sprintf("billing.Config{stripe configured: %t, webhook secrets: %d, api: %s, mercadopago configured: %t, webhook secrets: %d, api: %s, portal: %s, past_due grace: %s, retention: %s}",
+		c.StripeConfigured(), len(c.WebhookSecrets), c.APIURL, c.MercadoPago.Configured(), len(c.MercadoPago.WebhookSecrets),
+		c.MercadoPago.APIURL, c.PortalURL, c.Policy.PastDueGrace, c.Policy.Retention)
 }
 
 // ConfigFromEnv reads PROVISIONER_STRIPE_SECRET_KEY, PROVISIONER_STRIPE_WEBHOOK_SECRET
-// (comma-separated), PROVISIONER_STRIPE_API_URL, PROVISIONER_PORTAL_URL,
+// (comma-separated), PROVISIONER_STRIPE_API_URL, PROVISIONER_MERCADOPAGO_ACCESS_TOKEN,
+// PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET (comma-separated), PROVISIONER_MERCADOPAGO_API_URL,
+// PROVISIONER_PORTAL_URL,
 // PROVISIONER_PAST_DUE_GRACE (default 72h) and PROVISIONER_RETENTION (default 720h; both
 // Go durations, or whole days as "30d"). With none set, Stripe is simply not configured.
 // An error names the variable and never quotes a secret.
@@ -56,11 +77,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		APIURL:    env("PROVISIONER_STRIPE_API_URL"),
 		PortalURL: strings.TrimRight(env("PROVISIONER_PORTAL_URL"), "/"),
 	}
-	for _, s := range strings.Split(env("PROVISIONER_STRIPE_WEBHOOK_SECRET"), ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			c.WebhookSecrets = append(c.WebhookSecrets, s)
-		}
-	}
+	c.WebhookSecrets = secretList(env("PROVISIONER_STRIPE_WEBHOOK_SECRET"))
 	if c.SecretKey != "" && !strings.HasPrefix(c.SecretKey, "sk_") && !strings.HasPrefix(c.SecretKey, "rk_") {
 		return c, errors.New("PROVISIONER_STRIPE_SECRET_KEY must be a Stripe secret key (sk_...) or restricted key (rk_...)")
 	}
@@ -78,18 +95,24 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if c.APIURL == "" {
 		c.APIURL = DefaultStripeAPIURL
 	}
-	if err := checkURL(c.APIURL); err != nil {
+	var err error
+	if err = checkURL(c.APIURL); err != nil {
 		return c, fmt.Errorf("PROVISIONER_STRIPE_API_URL %w", err)
+	}
+	if c.MercadoPago, err = mercadoPagoFromEnv(env); err != nil {
+		return c, err
 	}
 	if c.PortalURL == "" && c.StripeConfigured() {
 		return c, errors.New("PROVISIONER_PORTAL_URL is required when Stripe is configured: Checkout returns the customer there")
+	}
+	if c.PortalURL == "" && c.MercadoPago.Configured() {
+		return c, errors.New("PROVISIONER_PORTAL_URL is required when MercadoPago is configured: the subscription's back URL is there")
 	}
 	if c.PortalURL != "" {
 		if err := checkURL(c.PortalURL); err != nil {
 			return c, fmt.Errorf("PROVISIONER_PORTAL_URL %w", err)
 		}
 	}
-	var err error
 	if c.Policy.PastDueGrace, err = duration(env("PROVISIONER_PAST_DUE_GRACE"), DefaultPastDueGrace); err != nil {
 		return c, fmt.Errorf("PROVISIONER_PAST_DUE_GRACE %w", err)
 	}
@@ -97,6 +120,47 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, fmt.Errorf("PROVISIONER_RETENTION %w", err)
 	}
 	return c, nil
+}
+
+// mercadoPagoFromEnv reads MercadoPago's variables; with none set it is not configured.
+func mercadoPagoFromEnv(env func(string) string) (MercadoPagoConfig, error) {
+	c := MercadoPagoConfig{
+		AccessToken:    env("PROVISIONER_MERCADOPAGO_ACCESS_TOKEN"),
+		WebhookSecrets: secretList(env("PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET")),
+		APIURL:         env("PROVISIONER_MERCADOPAGO_API_URL"),
+	}
+	if c.AccessToken != "" && !strings.HasPrefix(c.AccessToken, "APP_USR-") && !strings.HasPrefix(c.AccessToken, "TEST-") {
+		return c, errors.New("PROVISIONER_MERCADOPAGO_ACCESS_TOKEN must be a MercadoPago access token (APP_USR-... or TEST-...)")
+	}
+	for i, s := range c.WebhookSecrets {
+		if len(s) < 16 || strings.ContainsAny(s, " \t") {
+			return c, fmt.Errorf("PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET: secret %d is not a webhook secret signature (at least 16 characters)", i+1)
+		}
+	}
+	switch {
+	case c.AccessToken != "" && len(c.WebhookSecrets) == 0:
+		return c, errors.New("PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET is required when PROVISIONER_MERCADOPAGO_ACCESS_TOKEN is set: without it no notification is ever acted on")
+	case c.AccessToken == "" && len(c.WebhookSecrets) > 0:
+		return c, errors.New("PROVISIONER_MERCADOPAGO_ACCESS_TOKEN is required when PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET is set: notifications are re-read from MercadoPago's API")
+	}
+	if c.APIURL == "" {
+		c.APIURL = DefaultMercadoPagoAPIURL
+	}
+	if err := checkURL(c.APIURL); err != nil {
+		return c, fmt.Errorf("PROVISIONER_MERCADOPAGO_API_URL %w", err)
+	}
+	return c, nil
+}
+
+// secretList splits a comma-separated list of secrets, as operators roll them.
+func secretList(raw string) []string {
+	var out []string
+	for _, s := range strings.Split(raw, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func checkURL(raw string) error {

@@ -15,6 +15,7 @@ import (
 	"github.com/riverqueue/river/rivertype"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/mercadopagotest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
@@ -27,12 +28,18 @@ const (
 	testSecret    = "whsec_billing_current_0123456789"
 	testOldSecret = "whsec_billing_previous_0123456789"
 	testPortal    = "https://portal.example.com"
+
+	testMPToken     = "TEST-7171717171717171-120709-0f1e2d3c4b5a69788796a5b4c3d2e1f0-100200300"
+	testMPSecret    = "mp-webhook-current-0123456789abcdef0123456789abcdef"
+	testMPOldSecret = "mp-webhook-previous-0123456789abcdef0123456789abcd"
+	mpStarterPlan   = "2c9380848f0d6a2c018f1b2e3a4b0001"
+	mpProPlan       = "2c9380848f0d6a2c018f1b2e3a4b0002"
 )
 
 var testPlans = plans.Plans{
-	{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, StripePriceID: "price_starter", N8nImage: plans.DefaultN8nImage},
-	{ID: "pro", Name: "Pro", CPUs: 2, MemoryMB: 4096, StripePriceID: "price_pro", N8nImage: plans.DefaultN8nImage},
-	{ID: "manual", Name: "Manual", CPUs: 1, MemoryMB: 2048, N8nImage: plans.DefaultN8nImage}, // not sold through Stripe
+	{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, StripePriceID: "price_starter", MercadoPagoPlanID: mpStarterPlan, N8nImage: plans.DefaultN8nImage},
+	{ID: "pro", Name: "Pro", CPUs: 2, MemoryMB: 4096, StripePriceID: "price_pro", MercadoPagoPlanID: mpProPlan, N8nImage: plans.DefaultN8nImage},
+	{ID: "manual", Name: "Manual", CPUs: 1, MemoryMB: 2048, N8nImage: plans.DefaultN8nImage}, // not sold through any provider
 }
 
 // recorder is the Reconciler of the tests: it keeps every call and can fail.
@@ -109,6 +116,7 @@ type env struct {
 	db      *database.DB
 	svc     *Service
 	stripe  *stripetest.Server
+	mp      *mercadopagotest.Server
 	queue   *queue.Queue
 	rec     *recorder
 	room    *room
@@ -122,15 +130,21 @@ type env struct {
 func newEnv(t *testing.T, db *database.DB, opts envOptions) *env {
 	t.Helper()
 	ctx := context.Background()
-	testlog.Secret(t, testKey, testSecret, testOldSecret)
+	testlog.Secret(t, testKey, testSecret, testOldSecret, testMPToken, testMPSecret, testMPOldSecret)
 	logger, logs := testlog.New(t)
 	e := &env{t: t, db: db, stripe: &stripetest.Server{Key: testKey}, rec: &recorder{}, room: &room{}, clock: &clock{},
 		reg: prometheus.NewRegistry(), secrets: []string{testOldSecret, testSecret}, logs: logs}
 	e.stripe.SetPrices("price_starter", "price_pro", "price_not_in_plans")
 	api := httptest.NewServer(e.stripe)
 	t.Cleanup(api.Close)
+	e.mp = &mercadopagotest.Server{Token: testMPToken}
+	e.mp.AddPlan(mpStarterPlan, "n8n Starter", 15000, "ARS")
+	e.mp.AddPlan(mpProPlan, "n8n Pro", 60000, "ARS")
+	mpAPI := httptest.NewServer(e.mp)
+	t.Cleanup(mpAPI.Close)
 	cfg := Config{SecretKey: testKey, WebhookSecrets: e.secrets, APIURL: api.URL, PortalURL: testPortal,
-		Policy: Policy{PastDueGrace: DefaultPastDueGrace, Retention: DefaultRetention}}
+		MercadoPago: MercadoPagoConfig{AccessToken: testMPToken, WebhookSecrets: []string{testMPOldSecret, testMPSecret}, APIURL: mpAPI.URL},
+		Policy:      Policy{PastDueGrace: DefaultPastDueGrace, Retention: DefaultRetention}}
 	if opts.config != nil {
 		cfg = *opts.config
 	}
@@ -179,7 +193,7 @@ func newEnv(t *testing.T, db *database.DB, opts envOptions) *env {
 func (e *env) deliver(ev stripetest.Event) Receipt {
 	e.t.Helper()
 	r, err := e.svc.Webhook(context.Background(), ProviderStripe, bytes.NewReader(ev.Payload),
-		http.Header{"Stripe-Signature": {stripetest.Sign(ev.Payload, testSecret, time.Now())}})
+		http.Header{"Stripe-Signature": {stripetest.Sign(ev.Payload, testSecret, time.Now())}}, nil)
 	if err != nil {
 		e.t.Fatalf("delivering %s: %v", ev.Type, err)
 	}

@@ -193,7 +193,7 @@ func (s *Service) process(ctx context.Context, id int64, lastAttempt bool) error
 	if err != nil {
 		return fail("", err)
 	}
-	it, err := p.interpret(row.Type, []byte(row.Payload))
+	it, err := p.interpret(ctx, row.Type, []byte(row.Payload))
 	if err != nil {
 		return fail("", err)
 	}
@@ -210,7 +210,7 @@ func (s *Service) process(ctx context.Context, id int64, lastAttempt bool) error
 	if err != nil {
 		return fail(it.SubscriptionID, err)
 	}
-	plan, err := s.planOf(remote)
+	plan, err := s.planOf(row.Provider, remote)
 	if err != nil {
 		return fail(it.SubscriptionID, err)
 	}
@@ -255,12 +255,22 @@ func (s *Service) process(ctx context.Context, id int64, lastAttempt bool) error
 	return s.store.finish(ctx, id, EventProcessed, it.SubscriptionID, "", detail+"; reconciled for client "+sub.ClientID)
 }
 
-// planOf returns the plan sold under the subscription's price. An unknown price is an
-// error on the event, never a guess.
-func (s *Service) planOf(r remoteSubscription) (plans.Plan, error) {
+// planOf returns the plan the provider sells under the subscription's price, or, when the
+// subscription has no price (a MercadoPago subscription our checkout created without a
+// preapproval plan), the plan our checkout recorded on it, if the provider sells that
+// plan. An unknown price is an error on the event, never a guess.
+func (s *Service) planOf(provider string, r remoteSubscription) (plans.Plan, error) {
+	field := map[string]string{ProviderStripe: "stripe_price_id", ProviderMercadoPago: "mercadopago_plan_id"}[provider]
+	if len(r.PriceIDs) == 0 {
+		if p, ok := s.plans.Find(r.PlanID); ok && p.Sells(provider) {
+			return p, nil
+		}
+		return plans.Plan{}, apperr.New(apperr.Invalid,
+			"subscription %s names plan %q, and no plan in the plans file (PROVISIONER_PLANS_FILE) with that id has a %s: add it, then replay the event", r.ID, r.PlanID, field)
+	}
 	var found []plans.Plan
 	for _, price := range r.PriceIDs {
-		if p, ok := s.plans.ByStripePrice(price); ok {
+		if p, ok := s.plans.ByPrice(provider, price); ok {
 			found = append(found, p)
 		}
 	}
@@ -269,7 +279,7 @@ func (s *Service) planOf(r remoteSubscription) (plans.Plan, error) {
 		return found[0], nil
 	case 0:
 		return plans.Plan{}, apperr.New(apperr.Invalid,
-			"subscription %s has price(s) %v, and no plan in the plans file (PROVISIONER_PLANS_FILE) has that stripe_price_id: add it, then replay the event", r.ID, r.PriceIDs)
+			"subscription %s has price(s) %v, and no plan in the plans file (PROVISIONER_PLANS_FILE) has that %s: add it, then replay the event", r.ID, r.PriceIDs, field)
 	}
 	return plans.Plan{}, apperr.New(apperr.Invalid, "subscription %s has %d items priced as plans; one subscription must buy one plan", r.ID, len(found))
 }

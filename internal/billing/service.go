@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -54,9 +56,10 @@ type Service struct {
 	missed atomic.Bool
 }
 
-// New returns the billing service. Stripe is used when cfg.StripeConfigured(); otherwise
-// webhooks, checkout and billing-portal sessions answer Unavailable and everything else
-// works. It returns an error naming a missing dependency.
+// New returns the billing service with a provider registered for each one configured:
+// Stripe when cfg.StripeConfigured(), MercadoPago when cfg.MercadoPago.Configured(). An
+// unconfigured provider's webhooks, checkouts and sessions answer Unavailable, and
+// everything else works. It returns an error naming a missing dependency.
 func New(cfg Config, d Deps) (*Service, error) {
 	switch {
 	case d.DB == nil:
@@ -91,9 +94,31 @@ func New(cfg Config, d Deps) (*Service, error) {
 		log: d.Logger, now: d.Now, metrics: newMetrics(d.Metrics), fresh: make(chan int64, 4096),
 	}
 	if cfg.StripeConfigured() {
-		s.providers[ProviderStripe] = newStripe(cfg, d.HTTPClient)
+		s.register(newStripe(cfg, d.HTTPClient))
+	}
+	if cfg.MercadoPago.Configured() {
+		mp, err := newMercadoPago(cfg.MercadoPago, d.HTTPClient)
+		if err != nil {
+			return nil, err
+		}
+		s.register(mp)
 	}
 	return s, nil
+}
+
+func (s *Service) register(p provider) { s.providers[p.name()] = p }
+
+// providerTitles are the providers billing knows, by name, as the operator reads them.
+var providerTitles = map[string]string{ProviderStripe: "Stripe", ProviderMercadoPago: "MercadoPago"}
+
+// Providers returns the names of the configured providers, sorted.
+func (s *Service) Providers() []string {
+	out := make([]string, 0, len(s.providers))
+	for name := range s.providers {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Policy returns the lifecycle policy of the configuration (see Subscription.Intent).
@@ -108,15 +133,20 @@ type Receipt struct {
 	Duplicate bool // the event was already in the inbox: nothing more was done
 }
 
-// Webhook verifies a delivery for providerName ("stripe") and stores its event once in the
-// inbox; processing happens later, in a job. It returns Invalid for a delivery that is
+// Webhook verifies a delivery for providerName ("stripe", "mercadopago") and stores its
+// event once in the inbox; processing happens later, in a job. query is the delivery
+// URL's query string. It returns Invalid for a delivery that is
 // unsigned, forged, stale, over MaxWebhookBytes or malformed (nothing is stored; the
 // reason is counted), Unavailable when the provider is not configured or the event could
 // not be stored (the provider delivers it again), NotFound for an unknown provider.
-func (s *Service) Webhook(ctx context.Context, providerName string, body io.Reader, header http.Header) (Receipt, error) {
+func (s *Service) Webhook(ctx context.Context, providerName string, body io.Reader, header http.Header, query url.Values) (Receipt, error) {
 	p, err := s.provider(providerName)
 	if err != nil {
-		s.metrics.webhook(providerName, "unconfigured")
+		label := providerName
+		if providerTitles[label] == "" {
+			label = "unknown" // the path's name is the caller's: never a label of its own
+		}
+		s.metrics.webhook(label, "unconfigured")
 		return Receipt{}, err
 	}
 	payload, err := io.ReadAll(io.LimitReader(body, MaxWebhookBytes+1))
@@ -126,7 +156,7 @@ func (s *Service) Webhook(ctx context.Context, providerName string, body io.Read
 	if len(payload) > MaxWebhookBytes {
 		return Receipt{}, s.reject(providerName, &rejection{"too_large", fmt.Sprintf("the payload is over %d KiB", MaxWebhookBytes>>10)})
 	}
-	in, err := p.verify(payload, header)
+	in, err := p.verify(payload, header, query)
 	if err != nil {
 		var rej *rejection
 		if errors.As(err, &rej) {
@@ -162,8 +192,8 @@ func (s *Service) provider(name string) (provider, error) {
 	if p, ok := s.providers[name]; ok {
 		return p, nil
 	}
-	if name == ProviderStripe {
-		return nil, apperr.New(apperr.Unavailable, "Stripe is not configured")
+	if title, known := providerTitles[name]; known {
+		return nil, apperr.New(apperr.Unavailable, "%s is not configured", title)
 	}
 	return nil, apperr.New(apperr.NotFound, "unknown payment provider %q", name)
 }
@@ -175,6 +205,7 @@ type CheckoutRequest struct {
 	Name     string
 	Plan     string // a plan id from the plans file
 	Locale   string // "en" or "es"; empty lets Stripe choose
+	Provider string // "stripe" (the default) or "mercadopago"
 }
 
 var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
@@ -192,6 +223,8 @@ func (r CheckoutRequest) Validate() error {
 		return apperr.New(apperr.Invalid, "plan is required")
 	case r.Locale != "" && r.Locale != "en" && r.Locale != "es":
 		return apperr.New(apperr.Invalid, "locale must be en or es")
+	case r.Provider != "" && providerTitles[r.Provider] == "":
+		return apperr.New(apperr.Invalid, "provider must be stripe or mercadopago")
 	}
 	return nil
 }
@@ -202,13 +235,17 @@ func validEmail(e string) bool {
 		!strings.Contains(domain, "@") && len(e) <= 254
 }
 
-// Checkout creates a Stripe Checkout session in subscription mode for the client and plan
-// and returns its URL. It returns Invalid for a bad request, an unknown plan or a plan not
-// sold through Stripe (no stripe_price_id), Conflict when no host has room for another
-// instance (so no one pays for an instance we cannot run), Unavailable when Stripe is not
-// configured or unreachable.
+// Checkout starts a purchase of the plan for the client through the request's provider
+// and returns the page to send the customer to: a Stripe Checkout session in subscription
+// mode, or a pending MercadoPago subscription (its init_point). It returns Invalid for a
+// bad request, an unknown plan or a plan the provider does not sell, Conflict when no host
+// has room for another instance (so no one pays for an instance we cannot run),
+// Unavailable when the provider is not configured or unreachable.
 func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (Session, error) {
 	req.Email, req.Name = strings.TrimSpace(req.Email), strings.TrimSpace(req.Name)
+	if req.Provider == "" {
+		req.Provider = ProviderStripe
+	}
 	if err := req.Validate(); err != nil {
 		return Session{}, err
 	}
@@ -216,10 +253,11 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (Session, e
 	if !ok {
 		return Session{}, apperr.New(apperr.Invalid, "unknown plan %q", req.Plan)
 	}
-	if plan.StripePriceID == "" {
-		return Session{}, apperr.New(apperr.Invalid, "plan %q is not sold through Stripe: it has no stripe_price_id", plan.ID)
+	if !plan.Sells(req.Provider) {
+		field := map[string]string{ProviderStripe: "stripe_price_id", ProviderMercadoPago: "mercadopago_plan_id"}[req.Provider]
+		return Session{}, apperr.New(apperr.Invalid, "plan %q is not sold through %s: it has no %s", plan.ID, providerTitles[req.Provider], field)
 	}
-	p, err := s.provider(ProviderStripe)
+	p, err := s.provider(req.Provider)
 	if err != nil {
 		return Session{}, err
 	}
@@ -229,27 +267,34 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (Session, e
 		}
 		return Session{}, err
 	}
-	customer, err := s.store.customerOf(ctx, ProviderStripe, req.ClientID)
+	customer, err := s.store.customerOf(ctx, req.Provider, req.ClientID)
 	if err != nil && !apperr.Is(err, apperr.NotFound) {
 		return Session{}, err
 	}
-	sess, err := p.checkout(ctx, checkoutParams{
+	params := checkoutParams{
 		ClientID: req.ClientID, Email: req.Email, Name: req.Name, Locale: req.Locale, Plan: plan, CustomerID: customer,
 		SuccessURL: s.cfg.PortalURL + "/checkout/success?session_id={CHECKOUT_SESSION_ID}",
 		CancelURL:  s.cfg.PortalURL + "/checkout/cancel",
-	})
+	}
+	if req.Provider == ProviderMercadoPago {
+		// MercadoPago has one back URL, and appends the subscription's preapproval_id.
+		params.SuccessURL, params.CancelURL = s.cfg.PortalURL+"/checkout/success?provider=mercadopago", ""
+	}
+	sess, err := p.checkout(ctx, params)
 	if apperr.Is(err, apperr.Invalid) || apperr.Is(err, apperr.NotFound) {
-		// Stripe refused what we built from the plans file: our configuration, not the
-		// portal's request, is wrong. The cause reaches the operator's log.
-		return Session{}, apperr.Wrap(apperr.Internal, err, "Stripe refused the checkout for plan %s (price %s)", plan.ID, plan.StripePriceID)
+		// The provider refused what we built from the plans file: our configuration, not
+		// the portal's request, is wrong. The cause reaches the operator's log.
+		return Session{}, apperr.Wrap(apperr.Internal, err, "%s refused the checkout for plan %s (price %s)",
+			providerTitles[req.Provider], plan.ID, plan.PriceID(req.Provider))
 	}
 	return sess, err
 }
 
 // BillingPortal creates a Stripe billing-portal session for the client, where they manage
 // payment methods, invoices and cancellation, and returns its URL. It returns NotFound
-// when no Stripe customer is known for the client, Unavailable when Stripe is not
-// configured or unreachable.
+// when no Stripe customer is known for the client (a MercadoPago subscription is managed
+// with Cancel and ChangeCard instead), Unavailable when Stripe is not configured or
+// unreachable.
 func (s *Service) BillingPortal(ctx context.Context, clientID string) (Session, error) {
 	if !clientIDPattern.MatchString(clientID) {
 		return Session{}, apperr.New(apperr.Invalid, "client_id must be 1-128 letters, digits, _ . : or -")
@@ -262,7 +307,84 @@ func (s *Service) BillingPortal(ctx context.Context, clientID string) (Session, 
 	if err != nil {
 		return Session{}, err
 	}
-	return p.portal(ctx, customer, s.cfg.PortalURL)
+	return p.(portaler).portal(ctx, customer, s.cfg.PortalURL)
+}
+
+// Cancel cancels the subscription with our id at its provider, now. The provider's
+// notification, and a re-read queued here in case it is late, bring the cancellation
+// into the stored state and the instance's lifecycle. It returns NotFound for an unknown
+// subscription, Invalid for a provider whose customers cancel in its own portal
+// (Stripe's billing portal), Unavailable when the provider is unreachable.
+func (s *Service) Cancel(ctx context.Context, subscriptionID string) (Subscription, error) {
+	sub, m, err := s.managed(ctx, subscriptionID)
+	if err != nil {
+		return Subscription{}, err
+	}
+	if sub.Status == Canceled {
+		return sub, nil
+	}
+	if err := m.cancel(ctx, sub.ProviderSubscriptionID); err != nil {
+		return Subscription{}, err
+	}
+	s.log.Info("subscription cancelled through the API", "subscription", sub.ID, "provider", sub.Provider)
+	return sub, s.reread(ctx, sub, "cancel")
+}
+
+// ChangeCard makes the subscription charge the card behind cardTokenID from now on: a
+// token the portal made with MercadoPago's card form, so no card number reaches us. It
+// returns Invalid for a bad token or a provider that does not take one, NotFound for an
+// unknown subscription, Unavailable when the provider is unreachable.
+func (s *Service) ChangeCard(ctx context.Context, subscriptionID, cardTokenID string) (Subscription, error) {
+	if !cardTokenPattern.MatchString(cardTokenID) {
+		return Subscription{}, apperr.New(apperr.Invalid, "card_token_id must be the token of MercadoPago's card form")
+	}
+	sub, m, err := s.managed(ctx, subscriptionID)
+	if err != nil {
+		return Subscription{}, err
+	}
+	if sub.Status == Canceled {
+		return Subscription{}, apperr.New(apperr.Conflict, "the subscription is cancelled")
+	}
+	if err := m.changeCard(ctx, sub.ProviderSubscriptionID, cardTokenID); err != nil {
+		return Subscription{}, err
+	}
+	return sub, s.reread(ctx, sub, "card")
+}
+
+var cardTokenPattern = regexp.MustCompile(`^[A-Za-z0-9]{16,64}$`)
+
+func (s *Service) managed(ctx context.Context, subscriptionID string) (Subscription, manager, error) {
+	sub, err := s.store.subscription(ctx, subscriptionID)
+	if err != nil {
+		return Subscription{}, nil, err
+	}
+	p, err := s.provider(sub.Provider)
+	if err != nil {
+		return Subscription{}, nil, err
+	}
+	m, ok := p.(manager)
+	if !ok {
+		return Subscription{}, nil, apperr.New(apperr.Invalid, "a %s subscription is managed in the billing portal (POST /v1/billing-portal-sessions)", providerTitles[sub.Provider])
+	}
+	return sub, m, nil
+}
+
+// reread stores an inbox event of our own that re-reads the subscription, so the change
+// just made reaches the stored state even when the provider's notification is late.
+func (s *Service) reread(ctx context.Context, sub Subscription, why string) error {
+	now := s.now().UTC()
+	in := inbound{ID: fmt.Sprintf("provisioner-%s-%s-%d", why, sub.ProviderSubscriptionID, now.UnixNano()), Type: rereadType, Created: now}
+	payload := fmt.Sprintf(`{"type":%q,"action":"provisioner.%s","data":{"id":%q}}`, rereadType, why, sub.ProviderSubscriptionID)
+	id, _, err := s.store.addEvent(ctx, sub.Provider, in, []byte(payload))
+	if err != nil {
+		return err
+	}
+	select {
+	case s.fresh <- id:
+	default:
+		s.missed.Store(true)
+	}
+	return nil
 }
 
 // Events lists inbox events, oldest first, one page at a time; the second result is the

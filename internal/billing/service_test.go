@@ -138,7 +138,7 @@ func TestWebhookRefusals(t *testing.T) {
 			if tt.sig != "" {
 				h.Set("Stripe-Signature", tt.sig)
 			}
-			_, err := e.svc.Webhook(context.Background(), ProviderStripe, bytes.NewReader(tt.payload), h)
+			_, err := e.svc.Webhook(context.Background(), ProviderStripe, bytes.NewReader(tt.payload), h, nil)
 			if !apperr.Is(err, apperr.Invalid) {
 				t.Errorf("%s: err = %v, want Invalid", tt.name, err)
 			}
@@ -156,11 +156,11 @@ func TestWebhookRefusals(t *testing.T) {
 		for _, secret := range []string{testOldSecret, testSecret} {
 			ev := stripetest.NewEvent("customer.updated", now, map[string]any{"id": "cus_roll"}, nil)
 			if _, err := e.svc.Webhook(context.Background(), ProviderStripe, bytes.NewReader(ev.Payload),
-				http.Header{"Stripe-Signature": {stripetest.Sign(ev.Payload, secret, now)}}); err != nil {
+				http.Header{"Stripe-Signature": {stripetest.Sign(ev.Payload, secret, now)}}, nil); err != nil {
 				t.Errorf("signed with %s: %v", secret[:13], err)
 			}
 		}
-		if _, err := e.svc.Webhook(context.Background(), "paypal", strings.NewReader("{}"), http.Header{}); !apperr.Is(err, apperr.NotFound) {
+		if _, err := e.svc.Webhook(context.Background(), "paypal", strings.NewReader("{}"), http.Header{}, nil); !apperr.Is(err, apperr.NotFound) {
 			t.Errorf("unknown provider: %v", err)
 		}
 		for _, secret := range []string{testKey, testSecret, testOldSecret} {
@@ -187,7 +187,7 @@ func TestConcurrentDuplicates(t *testing.T) {
 			wg.Go(func() {
 				<-start
 				r, err := e.svc.Webhook(context.Background(), ProviderStripe, bytes.NewReader(ev.Payload),
-					http.Header{"Stripe-Signature": {stripetest.Sign(ev.Payload, testSecret, time.Now())}})
+					http.Header{"Stripe-Signature": {stripetest.Sign(ev.Payload, testSecret, time.Now())}}, nil)
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -609,7 +609,7 @@ func TestNotConfigured(t *testing.T) {
 	e := newEnv(t, dbtest.Open(t, database.SQLite), envOptions{config: &Config{}})
 	ctx := context.Background()
 	ev := stripetest.NewEvent("invoice.paid", time.Now(), map[string]any{"id": "in_1"}, nil)
-	_, err := e.svc.Webhook(ctx, ProviderStripe, bytes.NewReader(ev.Payload), http.Header{"Stripe-Signature": {stripetest.Sign(ev.Payload, testSecret, time.Now())}})
+	_, err := e.svc.Webhook(ctx, ProviderStripe, bytes.NewReader(ev.Payload), http.Header{"Stripe-Signature": {stripetest.Sign(ev.Payload, testSecret, time.Now())}}, nil)
 	if !apperr.Is(err, apperr.Unavailable) || apperr.Message(err) != "Stripe is not configured" {
 		t.Fatalf("webhook: %v", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -17,10 +18,11 @@ import (
 	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
-// ProviderStripe is Stripe's name in the inbox and on subscriptions.
-const ProviderStripe = "stripe"
+// ProviderStripe is Stripe's name in the inbox, on subscriptions and in webhook paths.
+const ProviderStripe = plans.Stripe
 
 // WebhookTolerance is how old a signed delivery may be: Stripe's own default, enough for
 // clock skew and Stripe's retries (each retry is signed anew), short against replays.
@@ -57,7 +59,7 @@ func newStripe(cfg Config, hc *http.Client) *stripeProvider {
 
 func (*stripeProvider) name() string { return ProviderStripe }
 
-func (p *stripeProvider) verify(payload []byte, header http.Header) (inbound, error) {
+func (p *stripeProvider) verify(payload []byte, header http.Header, _ url.Values) (inbound, error) {
 	sig := header.Get("Stripe-Signature")
 	if sig == "" {
 		return inbound{}, &rejection{"unsigned", "the Stripe-Signature header is missing"}
@@ -133,7 +135,7 @@ func idOf(raw json.RawMessage) string {
 	return obj.ID
 }
 
-func (p *stripeProvider) interpret(eventType string, payload []byte) (interpretation, error) {
+func (p *stripeProvider) interpret(_ context.Context, eventType string, payload []byte) (interpretation, error) {
 	var ev stripeEvent
 	if err := json.Unmarshal(payload, &ev); err != nil {
 		return interpretation{}, apperr.Wrap(apperr.Invalid, err, "the stored payload is not a Stripe event")
@@ -221,6 +223,7 @@ func (p *stripeProvider) fetch(ctx context.Context, id string) (remoteSubscripti
 			r.EndedAt = &t
 		}
 	}
+	r.PlanID = strings.TrimSpace(sub.Metadata["plan"])
 	r.Attribution = attribution{ClientID: strings.TrimSpace(sub.Metadata["client_id"]), Email: strings.TrimSpace(sub.Metadata["email"]),
 		Name: strings.TrimSpace(sub.Metadata["name"]), Locale: strings.TrimSpace(sub.Metadata["locale"])}
 	return r, nil

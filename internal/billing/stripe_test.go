@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
@@ -39,7 +40,7 @@ func TestStripeVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			in, err := p.verify(tt.payload, tt.header)
+			in, err := p.verify(tt.payload, tt.header, nil)
 			if tt.reason == "" {
 				if err != nil || in.ID != ev.ID || in.Type != "invoice.paid" || in.Created.Unix() != ev.Created.Unix() {
 					t.Fatalf("verify = %+v, %v", in, err)
@@ -90,7 +91,7 @@ func TestStripeInterpret(t *testing.T) {
 	tests[6].typ, tests[6].payload = ev("invoice.paid", map[string]any{"id": "in_1", "subscription": nil})
 	tests[7].typ, tests[7].payload = ev("customer.created", map[string]any{"id": "cus_1"})
 	for _, tt := range tests {
-		it, err := p.interpret(tt.typ, tt.payload)
+		it, err := p.interpret(context.Background(), tt.typ, tt.payload)
 		if err != nil {
 			t.Errorf("%s: %v", tt.name, err)
 			continue
@@ -99,7 +100,7 @@ func TestStripeInterpret(t *testing.T) {
 			t.Errorf("%s: %+v, want relevant=%t sub=%s who=%+v", tt.name, it, tt.relevant, tt.sub, tt.who)
 		}
 	}
-	if _, err := p.interpret("customer.subscription.deleted", []byte(`{"data":{"object":{"id":""}}}`)); err == nil {
+	if _, err := p.interpret(context.Background(), "customer.subscription.deleted", []byte(`{"data":{"object":{"id":""}}}`)); err == nil {
 		t.Error("an event without its subscription id was accepted")
 	}
 }

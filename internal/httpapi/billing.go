@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -16,23 +17,31 @@ import (
 
 // Billing is what the API needs of billing; *billing.Service satisfies it.
 type Billing interface {
-	Webhook(ctx context.Context, provider string, body io.Reader, header http.Header) (billing.Receipt, error)
+	Webhook(ctx context.Context, provider string, body io.Reader, header http.Header, query url.Values) (billing.Receipt, error)
 	Checkout(ctx context.Context, req billing.CheckoutRequest) (billing.Session, error)
 	BillingPortal(ctx context.Context, clientID string) (billing.Session, error)
+	Cancel(ctx context.Context, subscriptionID string) (billing.Subscription, error)
+	ChangeCard(ctx context.Context, subscriptionID, cardTokenID string) (billing.Subscription, error)
 	Events(ctx context.Context, f billing.EventFilter) ([]billing.Event, string, error)
 	Replay(ctx context.Context, id int64) (billing.Event, error)
 }
 
 var errNoBilling = apperr.New(apperr.Unavailable, "billing is not configured")
 
-// webhook receives a payment provider's events. Billing reads the body itself, under its
-// own limit, so that an oversized delivery is refused and counted like any bad one.
+// webhook receives a payment provider's events: the provider named by the path's
+// :provider, or provider for the fixed alias paths. Billing reads the body itself, under
+// its own limit, so that an oversized delivery is refused and counted like any bad one.
 func (s *Server) webhook(provider string) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if s.cfg.Billing == nil {
 			return errNoBilling
 		}
-		r, err := s.cfg.Billing.Webhook(c.Request().Context(), provider, c.Request().Body, c.Request().Header)
+		name := provider
+		if name == "" {
+			name = c.Param("provider")
+		}
+		req := c.Request()
+		r, err := s.cfg.Billing.Webhook(req.Context(), name, req.Body, req.Header, req.URL.Query())
 		if err != nil {
 			return err
 		}
@@ -64,11 +73,13 @@ type checkoutJSON struct {
 	Name     string `json:"name"`
 	Plan     string `json:"plan"`
 	Locale   string `json:"locale"`
+	Provider string `json:"provider"` // stripe (default) or mercadopago
 }
 
 type sessionJSON struct {
-	ID  string `json:"id,omitempty"`
-	URL string `json:"url"`
+	ID       string `json:"id,omitempty"`
+	URL      string `json:"url"`
+	Provider string `json:"provider,omitempty"`
 }
 
 func (s *Server) createCheckoutSession(c echo.Context) error {
@@ -79,13 +90,16 @@ func (s *Server) createCheckoutSession(c echo.Context) error {
 	if s.cfg.Billing == nil {
 		return errNoBilling
 	}
+	if body.Provider == "" {
+		body.Provider = billing.ProviderStripe
+	}
 	sess, err := s.cfg.Billing.Checkout(c.Request().Context(), billing.CheckoutRequest{
-		ClientID: body.ClientID, Email: body.Email, Name: body.Name, Plan: body.Plan, Locale: body.Locale,
+		ClientID: body.ClientID, Email: body.Email, Name: body.Name, Plan: body.Plan, Locale: body.Locale, Provider: body.Provider,
 	})
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, sessionJSON{ID: sess.ID, URL: sess.URL})
+	return c.JSON(http.StatusCreated, sessionJSON{ID: sess.ID, URL: sess.URL, Provider: body.Provider})
 }
 
 func (s *Server) createBillingPortalSession(c echo.Context) error {
@@ -103,6 +117,55 @@ func (s *Server) createBillingPortalSession(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusCreated, sessionJSON{URL: sess.URL})
+}
+
+type subscriptionJSON struct {
+	ID               string     `json:"id"`
+	Provider         string     `json:"provider"`
+	ClientID         string     `json:"client_id"`
+	Plan             string     `json:"plan"`
+	Status           string     `json:"status"`
+	CurrentPeriodEnd *time.Time `json:"current_period_end"`
+	CanceledAt       *time.Time `json:"canceled_at"`
+}
+
+func viewSubscription(sub billing.Subscription) subscriptionJSON {
+	v := subscriptionJSON{ID: sub.ID, Provider: sub.Provider, ClientID: sub.ClientID, Plan: sub.PlanID, Status: string(sub.Status),
+		CanceledAt: sub.CanceledAt}
+	if !sub.CurrentPeriodEnd.IsZero() {
+		v.CurrentPeriodEnd = &sub.CurrentPeriodEnd
+	}
+	return v
+}
+
+// cancelSubscription cancels a MercadoPago subscription through its API; the state the
+// answer shows is the one before the provider confirms (its notification, or our re-read).
+func (s *Server) cancelSubscription(c echo.Context) error {
+	if s.cfg.Billing == nil {
+		return errNoBilling
+	}
+	sub, err := s.cfg.Billing.Cancel(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, viewSubscription(sub))
+}
+
+func (s *Server) changeSubscriptionCard(c echo.Context) error {
+	var body struct {
+		CardTokenID string `json:"card_token_id"`
+	}
+	if err := decode(c, &body); err != nil {
+		return err
+	}
+	if s.cfg.Billing == nil {
+		return errNoBilling
+	}
+	sub, err := s.cfg.Billing.ChangeCard(c.Request().Context(), c.Param("id"), body.CardTokenID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, viewSubscription(sub))
 }
 
 type billingEventJSON struct {

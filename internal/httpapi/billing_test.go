@@ -21,6 +21,7 @@ import (
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/mercadopagotest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
@@ -33,10 +34,14 @@ import (
 const (
 	stripeKey     = "sk_test_httpapi0123456789"
 	webhookSecret = "whsec_httpapi_0123456789abcdef"
+	mpToken       = "TEST-4242424242424242-120709-httpapi0123456789abcdef0123456789-100200300"
+	mpSecret      = "mp-httpapi-webhook-secret-0123456789abcdef"
+	mpPlan        = "2c9380848f0d6a2c018f1b2e3a4b0a01"
 )
 
 var billingPlans = plans.Plans{
-	{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, StripePriceID: "price_starter", N8nImage: plans.DefaultN8nImage},
+	{ID: "starter", Name: "Starter", CPUs: 0.5, MemoryMB: 1024, StripePriceID: "price_starter", MercadoPagoPlanID: mpPlan,
+		MercadoPagoPrice: "ARS 15000/month", N8nImage: plans.DefaultN8nImage},
 	{ID: "manual", Name: "Manual", CPUs: 1, MemoryMB: 2048, N8nImage: plans.DefaultN8nImage},
 }
 
@@ -70,6 +75,8 @@ type billingEnv struct {
 	server *httpapi.Server
 	svc    *billing.Service
 	stripe *stripetest.Server
+	mp     *mercadopagotest.Server
+	rec    *reconciled
 	room   *capacity
 	jobs   <-chan *river.Event
 }
@@ -80,18 +87,23 @@ type billingEnv struct {
 func newBillingEnv(t testing.TB, db *database.DB, cfg *billing.Config, work, noDispatch bool) *billingEnv {
 	t.Helper()
 	ctx := context.Background()
-	testlog.Secret(t, adminKey, portalKey, stripeKey, webhookSecret)
+	testlog.Secret(t, adminKey, portalKey, stripeKey, webhookSecret, mpToken, mpSecret)
 	logger, _ := testlog.New(t)
 	if _, bench := t.(*testing.B); bench {
 		// As in production: JSON at info level, written somewhere (not kept in memory).
 		logger = slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	e := &billingEnv{t: t, stripe: &stripetest.Server{Key: stripeKey}, room: &capacity{}}
+	e := &billingEnv{t: t, stripe: &stripetest.Server{Key: stripeKey}, mp: &mercadopagotest.Server{Token: mpToken},
+		rec: &reconciled{}, room: &capacity{}}
 	e.stripe.SetPrices("price_starter")
+	e.mp.AddPlan(mpPlan, "n8n Starter", 15000, "ARS")
 	api := httptest.NewServer(e.stripe)
 	t.Cleanup(api.Close)
+	mpAPI := httptest.NewServer(e.mp)
+	t.Cleanup(mpAPI.Close)
 	if cfg == nil {
-		cfg = &billing.Config{SecretKey: stripeKey, WebhookSecrets: []string{webhookSecret}, APIURL: api.URL, PortalURL: "https://portal.example.com"}
+		cfg = &billing.Config{SecretKey: stripeKey, WebhookSecrets: []string{webhookSecret}, APIURL: api.URL, PortalURL: "https://portal.example.com",
+			MercadoPago: billing.MercadoPagoConfig{AccessToken: mpToken, WebhookSecrets: []string{mpSecret}, APIURL: mpAPI.URL}}
 	}
 	if err := queue.Migrate(ctx, db); err != nil {
 		t.Fatal(err)
@@ -102,7 +114,7 @@ func newBillingEnv(t testing.TB, db *database.DB, cfg *billing.Config, work, noD
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	svc, err := billing.New(*cfg, billing.Deps{DB: db.Gorm, Queue: q, Reconciler: &reconciled{}, Capacity: e.room,
+	svc, err := billing.New(*cfg, billing.Deps{DB: db.Gorm, Queue: q, Reconciler: e.rec, Capacity: e.room,
 		Plans: billingPlans, Logger: logger, HTTPClient: api.Client(), Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -327,6 +339,128 @@ func TestCheckoutAndPortalAPI(t *testing.T) {
 		e.stripe.FailNext(1, 500)
 		if res := e.call("POST", "/v1/billing-portal-sessions", portalKey, jsonBody(map[string]any{"client_id": "client-api"})); res.Status != 503 {
 			t.Fatalf("portal with Stripe down = %d", res.Status)
+		}
+	})
+}
+
+// The MercadoPago flow through the API: checkout returns the init_point, the webhook at
+// /webhooks/payments/mercadopago stores a signed notification once and refuses a forged
+// or stale one with 400 and nothing stored, and our cancel and card endpoints call the API.
+func TestMercadoPagoAPI(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *database.DB) {
+		e := newBillingEnv(t, db, nil, true, false)
+		body := map[string]any{"client_id": "client-mp", "email": "mp@example.com", "name": "Ana", "plan": "starter", "locale": "es", "provider": "mercadopago"}
+		res := e.call("POST", "/v1/checkout-sessions", portalKey, jsonBody(body))
+		var sess struct{ ID, URL, Provider string }
+		res.decode(t, &sess)
+		if res.Status != 201 || sess.Provider != "mercadopago" || sess.URL != "https://www.mercadopago.com.ar/subscriptions/checkout?preapproval_id="+sess.ID {
+			t.Fatalf("checkout = %d %s", res.Status, res.Body)
+		}
+		pre, _ := e.mp.Preapproval(sess.ID)
+		if pre.ExternalReference != "client=client-mp;plan=starter;locale=es" || pre.BackURL != "https://portal.example.com/checkout/success?provider=mercadopago" ||
+			pre.PayerEmail != "mp@example.com" || pre.Status != "pending" || pre.AutoRecurring.TransactionAmount != 15000 || pre.AutoRecurring.CurrencyID != "ARS" {
+			t.Fatalf("preapproval sent to MercadoPago = %+v", pre)
+		}
+		for name, tc := range map[string]struct {
+			field string
+			value any
+			want  int
+		}{"unknown provider": {"provider", "paypal", 400}, "plan not sold": {"plan", "manual", 400}} {
+			m := map[string]any{}
+			for k, v := range body {
+				m[k] = v
+			}
+			m[tc.field] = tc.value
+			if res := e.call("POST", "/v1/checkout-sessions", portalKey, jsonBody(m)); res.Status != tc.want {
+				t.Errorf("%s: %d %s", name, res.Status, res.Body)
+			}
+		}
+		e.room.full.Store(true)
+		if res := e.call("POST", "/v1/checkout-sessions", portalKey, jsonBody(body)); res.Status != 409 {
+			t.Fatalf("checkout with no room = %d %s", res.Status, res.Body)
+		}
+		e.room.full.Store(false)
+
+		notes, err := e.mp.Subscribe(sess.ID, "Ana", "Lovelace")
+		if err != nil {
+			t.Fatal(err)
+		}
+		count := func() int {
+			var list struct{ Events []map[string]any }
+			e.call("GET", "/v1/billing-events?limit=200", adminKey, nil).decode(t, &list)
+			return len(list.Events)
+		}
+		// Forged (signed with another secret, or moved to another subscription) and stale
+		// notifications: 400, nothing stored.
+		forged := notes[0].Request("/webhooks/payments/mercadopago", "attacker-secret-0123456789")
+		moved := notes[0].Request("/webhooks/payments/mercadopago", mpSecret)
+		moved.URL.RawQuery = "data.id=2c9380848f0d6a2c018f1b2e3a4bffff&type=subscription_preapproval"
+		stale := notes[0].Request("/webhooks/payments/mercadopago", mpSecret)
+		stale.Header = notes[0].Headers(mpSecret, time.Now().Add(-6*time.Minute))
+		for name, req := range map[string]*http.Request{"forged": forged, "moved": moved, "stale": stale} {
+			if res := e.do(req, ""); res.Status != 400 || res.errorCode(t) != "invalid" {
+				t.Errorf("%s = %d %s", name, res.Status, res.Body)
+			}
+		}
+		if n := count(); n != 0 {
+			t.Fatalf("refused notifications stored %d events", n)
+		}
+		for _, n := range notes {
+			for i, want := range []string{"stored", "duplicate"} {
+				res := e.do(n.Request("/webhooks/payments/mercadopago", mpSecret), "")
+				var receipt struct {
+					Status  string
+					EventID string `json:"event_id"`
+				}
+				res.decode(t, &receipt)
+				if res.Status != 200 || receipt.Status != want || receipt.EventID != fmt.Sprint(n.ID) {
+					t.Fatalf("%s #%d = %d %s", n.Type, i+1, res.Status, res.Body)
+				}
+			}
+		}
+		if res := e.do(notes[0].Request("/webhooks/payments/paypal", mpSecret), ""); res.Status != 404 {
+			t.Errorf("unknown provider = %d %s", res.Status, res.Body)
+		}
+		e.waitNoPending(t)
+		var subID string
+		e.rec.mu.Lock()
+		if len(e.rec.calls) > 0 {
+			subID = e.rec.calls[len(e.rec.calls)-1].ID
+		}
+		e.rec.mu.Unlock()
+		if subID == "" {
+			t.Fatal("the subscription was never reconciled")
+		}
+
+		res = e.call("POST", "/v1/subscriptions/"+subID+"/card", portalKey, jsonBody(map[string]any{"card_token_id": "ff8080814c11e237014c1ff593b57b4d"}))
+		if pre, _ := e.mp.Preapproval(sess.ID); res.Status != 202 || len(pre.CardTokens) != 1 || pre.CardTokens[0] != "ff8080814c11e237014c1ff593b57b4d" {
+			t.Fatalf("card change = %d %s, card tokens %v", res.Status, res.Body, pre.CardTokens)
+		}
+		if res := e.call("POST", "/v1/subscriptions/"+subID+"/card", portalKey, jsonBody(map[string]any{"card_token_id": "4509 9535 6623 3704"})); res.Status != 400 {
+			t.Errorf("a card number as token = %d", res.Status)
+		}
+		res = e.call("POST", "/v1/subscriptions/"+subID+"/cancel", portalKey, nil)
+		if pre, _ := e.mp.Preapproval(sess.ID); res.Status != 202 || pre.Status != "cancelled" {
+			t.Fatalf("cancel = %d %s, preapproval %s", res.Status, res.Body, pre.Status)
+		}
+		// No notification is delivered here: our own re-read brings the cancellation in.
+		e.waitNoPending(t)
+		e.rec.mu.Lock()
+		last := e.rec.calls[len(e.rec.calls)-1]
+		e.rec.mu.Unlock()
+		if last.Status != billing.Canceled || last.CanceledAt == nil {
+			t.Fatalf("after cancel: %+v", last)
+		}
+		if res := e.call("POST", "/v1/subscriptions/"+subID+"/card", portalKey, jsonBody(map[string]any{"card_token_id": "ff8080814c11e237014c1ff593b57b4d"})); res.Status != 409 {
+			t.Errorf("card change after cancel = %d %s", res.Status, res.Body)
+		}
+		if res := e.call("POST", "/v1/subscriptions/nope/cancel", portalKey, nil); res.Status != 404 {
+			t.Errorf("cancel unknown = %d", res.Status)
+		}
+		res = e.call("GET", "/v1/plans", portalKey, nil)
+		if !strings.Contains(string(res.Body), `{"provider":"mercadopago","price_id":"`+mpPlan+`","price":"ARS 15000/month","currency":"ARS","amount":"15000"}`) {
+			t.Errorf("plans = %s", res.Body)
 		}
 	})
 }

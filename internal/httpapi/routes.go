@@ -19,10 +19,11 @@ func (s *Server) routes() {
 	e.GET("/readyz", s.readyz)
 	e.GET("/openapi.yaml", s.openapi)
 
-	// Payment providers' webhooks: authenticated by their signature, not by an API key.
-	e.POST("/webhooks/payments/stripe", s.webhook(billing.ProviderStripe))
+	// Payment providers' webhooks (stripe, mercadopago): authenticated by their signature,
+	// not by an API key.
+	e.POST("/webhooks/payments/:provider", s.webhook(""))
 	e.POST("/webhooks/payments/n8n", s.webhook(billing.ProviderStripe))        // the seed's paths, kept as aliases
-	e.POST("/webhooks/payments/n8n/cancel", s.webhook(billing.ProviderStripe)) // for endpoints already set up
+	e.POST("/webhooks/payments/n8n/cancel", s.webhook(billing.ProviderStripe)) // for Stripe endpoints already set up
 
 	portal := s.require(scopePortal)
 	e.GET("/v1/plans", s.listPlans, portal)
@@ -32,6 +33,8 @@ func (s *Server) routes() {
 	e.POST("/v1/instances/:id/restart", s.instanceAction(InstanceActions.Restart), portal)
 	e.POST("/v1/checkout-sessions", s.createCheckoutSession, portal)
 	e.POST("/v1/billing-portal-sessions", s.createBillingPortalSession, portal)
+	e.POST("/v1/subscriptions/:id/cancel", s.cancelSubscription, portal)
+	e.POST("/v1/subscriptions/:id/card", s.changeSubscriptionCard, portal)
 
 	admin := s.require(scopeAdmin)
 	// Metrics name hosts, plans and traffic: the operator's, not the public's. A

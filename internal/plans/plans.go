@@ -1,9 +1,11 @@
 // Package plans is the catalogue of what customers buy: the resources of each n8n, the
-// image it runs and the price ids under which the payment providers sell it. It knows
+// image it runs and the ids under which each payment provider (Stripe, MercadoPago)
+// sells it, with each one's price. It knows
 // nothing of billing or instances, so both can depend on it.
 package plans
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"regexp"
@@ -12,16 +14,30 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// Plan is what a customer buys: the resources of their n8n and the pinned image it runs.
+// Payment providers a plan can be sold through: the names billing registers them under.
+const (
+	Stripe      = "stripe"
+	MercadoPago = "mercadopago"
+)
+
+// Plan is what a customer buys: the resources of their n8n and the pinned image it runs,
+// and the ids under which each payment provider sells it. A plan may be sold through
+// either provider or both; one with neither is only given out by the operator.
 type Plan struct {
-	ID            string  `yaml:"id" json:"id"`
-	Name          string  `yaml:"name" json:"name"`
-	CPUs          float64 `yaml:"cpus" json:"cpus"`
-	MemoryMB      int     `yaml:"memory_mb" json:"memory_mb"`
-	DiskGB        int     `yaml:"disk_gb" json:"disk_gb"` // the data's quota on the host
-	Price         string  `yaml:"price" json:"price"`     // for display only; Stripe's price is the truth
-	StripePriceID string  `yaml:"stripe_price_id" json:"stripe_price_id"`
-	N8nImage      string  `yaml:"n8n_image" json:"n8n_image"`
+	ID       string  `yaml:"id" json:"id"`
+	Name     string  `yaml:"name" json:"name"`
+	CPUs     float64 `yaml:"cpus" json:"cpus"`
+	MemoryMB int     `yaml:"memory_mb" json:"memory_mb"`
+	DiskGB   int     `yaml:"disk_gb" json:"disk_gb"` // the data's quota on the host
+	// Price is for display ("USD 10/month"), and the default of each provider's price;
+	// the provider's own price (Stripe's price, MercadoPago's preapproval plan) is the truth.
+	Price         string `yaml:"price" json:"price"`
+	StripePriceID string `yaml:"stripe_price_id" json:"stripe_price_id"`
+	StripePrice   string `yaml:"stripe_price" json:"-"` // display price on Stripe, if not Price
+	// MercadoPagoPlanID is a MercadoPago preapproval plan (its id, 32 hex digits).
+	MercadoPagoPlanID string `yaml:"mercadopago_plan_id" json:"mercadopago_plan_id"`
+	MercadoPagoPrice  string `yaml:"mercadopago_price" json:"-"` // display price on MercadoPago, if not Price
+	N8nImage          string `yaml:"n8n_image" json:"n8n_image"`
 	// Warm is how many started, ready instances of the plan the fleet keeps for the next
 	// payments (the warm pool); WarmPerHost is how many each active host keeps at least.
 	Warm        int `yaml:"warm" json:"-"`
@@ -53,15 +69,84 @@ func (ps Plans) Find(id string) (Plan, bool) {
 	return Plan{}, false
 }
 
-// ByStripePrice returns the plan sold under a Stripe price id.
-func (ps Plans) ByStripePrice(priceID string) (Plan, bool) {
+// ByPrice returns the plan a provider sells under priceID (a Stripe price, a MercadoPago
+// preapproval plan).
+func (ps Plans) ByPrice(provider, priceID string) (Plan, bool) {
 	for _, p := range ps {
-		if p.StripePriceID != "" && p.StripePriceID == priceID {
+		if id := p.PriceID(provider); id != "" && id == priceID {
 			return p, true
 		}
 	}
 	return Plan{}, false
 }
+
+// PriceID returns the id under which provider sells the plan, or "" when it does not.
+func (p Plan) PriceID(provider string) string {
+	switch provider {
+	case Stripe:
+		return p.StripePriceID
+	case MercadoPago:
+		return p.MercadoPagoPlanID
+	}
+	return ""
+}
+
+// Offer is one provider's sale of a plan, as the portal shows it.
+type Offer struct {
+	Provider string `json:"provider"`
+	PriceID  string `json:"price_id"` // the Stripe price or MercadoPago preapproval plan
+	Price    string `json:"price"`    // for display, e.g. "ARS 15000/month"
+	Currency string `json:"currency,omitempty"`
+	Amount   string `json:"amount,omitempty"` // a decimal, e.g. "15000" or "9.90"
+}
+
+// Offers returns the providers that sell the plan, Stripe first, with each one's price.
+func (p Plan) Offers() []Offer {
+	var out []Offer
+	for _, o := range []struct{ provider, id, price string }{
+		{Stripe, p.StripePriceID, firstNonEmpty(p.StripePrice, p.Price)},
+		{MercadoPago, p.MercadoPagoPlanID, firstNonEmpty(p.MercadoPagoPrice, p.Price)},
+	} {
+		if o.id == "" {
+			continue
+		}
+		offer := Offer{Provider: o.provider, PriceID: o.id, Price: o.price}
+		if m := pricePattern.FindStringSubmatch(o.price); m != nil {
+			offer.Currency, offer.Amount = m[1], m[2]
+		}
+		out = append(out, offer)
+	}
+	return out
+}
+
+// Sells reports whether provider sells the plan.
+func (p Plan) Sells(provider string) bool { return p.PriceID(provider) != "" }
+
+// MarshalJSON adds the plan's offers ("providers") to its fields, for GET /v1/plans.
+func (p Plan) MarshalJSON() ([]byte, error) {
+	type fields Plan // without this method
+	offers := p.Offers()
+	if offers == nil {
+		offers = []Offer{}
+	}
+	return json.Marshal(struct {
+		fields
+		Providers []Offer `json:"providers"`
+	}{fields(p), offers})
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// pricePattern is a display price with its currency and amount: "USD 10/month".
+var pricePattern = regexp.MustCompile(`^([A-Z]{3}) ([0-9]+(?:\.[0-9]{1,2})?)(?:/[a-z]+)?$`)
+
+// mercadoPagoPlanPattern is a preapproval plan id: 32 hex digits in MercadoPago's answers.
+var mercadoPagoPlanPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 var planIDPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,39}$`)
 
@@ -79,7 +164,7 @@ func (ps Plans) Validate() error {
 	if len(ps) == 0 {
 		return fmt.Errorf("no plans")
 	}
-	seen, prices := map[string]bool{}, map[string]bool{}
+	seen, prices, mpPlans := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for i, p := range ps {
 		where := fmt.Sprintf("plan %d (%q)", i+1, p.ID)
 		switch {
@@ -102,8 +187,18 @@ func (ps Plans) Validate() error {
 			return fmt.Errorf("%s: warm must be between 0 and 100, warm_per_host between 0 and 20", where)
 		case p.StripePriceID != "" && prices[p.StripePriceID]:
 			return fmt.Errorf("%s: stripe_price_id %s is used by another plan", where, p.StripePriceID)
+		case p.MercadoPagoPlanID != "" && !mercadoPagoPlanPattern.MatchString(p.MercadoPagoPlanID):
+			return fmt.Errorf("%s: mercadopago_plan_id must be a preapproval plan id (letters and digits)", where)
+		case p.MercadoPagoPlanID != "" && mpPlans[p.MercadoPagoPlanID]:
+			return fmt.Errorf("%s: mercadopago_plan_id %s is used by another plan", where, p.MercadoPagoPlanID)
+		case p.StripePrice != "" && !pricePattern.MatchString(p.StripePrice):
+			return fmt.Errorf("%s: stripe_price must be a currency and an amount, e.g. USD 10/month", where)
+		case p.MercadoPagoPrice != "" && !pricePattern.MatchString(p.MercadoPagoPrice):
+			return fmt.Errorf("%s: mercadopago_price must be a currency and an amount, e.g. ARS 15000/month", where)
+		case p.StripePrice != "" && p.StripePriceID == "", p.MercadoPagoPrice != "" && p.MercadoPagoPlanID == "":
+			return fmt.Errorf("%s: a provider's price needs that provider's id (stripe_price_id, mercadopago_plan_id)", where)
 		}
-		seen[p.ID], prices[p.StripePriceID] = true, p.StripePriceID != ""
+		seen[p.ID], prices[p.StripePriceID], mpPlans[p.MercadoPagoPlanID] = true, p.StripePriceID != "", p.MercadoPagoPlanID != ""
 	}
 	return nil
 }

@@ -1,8 +1,10 @@
 package plans
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -38,6 +40,14 @@ func TestLoadFile(t *testing.T) {
     memory_mb: 4096
     price: USD 40/month
     stripe_price_id: price_456
+    mercadopago_plan_id: 2c9380848f0d6a2c018f1b2e3a4b05d1
+    mercadopago_price: ARS 40000/month
+  - id: latam
+    name: Latam
+    cpus: 1
+    memory_mb: 2048
+    price: ARS 20000/month
+    mercadopago_plan_id: 2c9380848f0d6a2c018f1b2e3a4b05d2
 `
 	tests := []struct {
 		name, body, wantErr string
@@ -49,6 +59,10 @@ func TestLoadFile(t *testing.T) {
 		{"unknown field", strings.Replace(good, "cpus: 2", "cpu: 2", 1), "cpu"},
 		{"duplicate id", strings.Replace(good, "id: pro", "id: starter", 1), "duplicate id"},
 		{"duplicate price", strings.Replace(good, "price_456", "price_123", 1), "another plan"},
+		{"duplicate mercadopago plan", strings.Replace(good, "05d2", "05d1", 1), "another plan"},
+		{"bad mercadopago plan id", strings.Replace(good, "2c9380848f0d6a2c018f1b2e3a4b05d2", "../x", 1), "mercadopago_plan_id"},
+		{"bad mercadopago price", strings.Replace(good, "ARS 40000/month", "forty thousand", 1), "mercadopago_price"},
+		{"price without id", strings.Replace(good, "price: ARS 20000/month", "price: ARS 20000/month\n    stripe_price: USD 20", 1), "needs that provider"},
 		{"empty", "plans: []\n", "no plans"},
 		{"not yaml", "plans: [", "parsing"},
 	}
@@ -62,8 +76,14 @@ func TestLoadFile(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if p, ok := plans.ByStripePrice("price_456"); !ok || p.ID != "pro" || p.N8nImage != DefaultN8nImage {
+				if p, ok := plans.ByPrice(Stripe, "price_456"); !ok || p.ID != "pro" || p.N8nImage != DefaultN8nImage {
 					t.Fatalf("pro plan = %+v", p)
+				}
+				if p, ok := plans.ByPrice(MercadoPago, "2c9380848f0d6a2c018f1b2e3a4b05d2"); !ok || p.ID != "latam" || p.Sells(Stripe) {
+					t.Fatalf("latam plan = %+v", p)
+				}
+				if _, ok := plans.ByPrice(MercadoPago, "price_456"); ok {
+					t.Fatal("a Stripe price found a MercadoPago plan")
 				}
 				return
 			}
@@ -74,5 +94,33 @@ func TestLoadFile(t *testing.T) {
 	}
 	if _, err := Load("/nonexistent/plans.yaml"); err == nil {
 		t.Fatal("missing file accepted")
+	}
+}
+
+// The catalogue says which providers sell each plan, with each one's price and currency.
+func TestOffersInJSON(t *testing.T) {
+	t.Parallel()
+	p := Plan{ID: "pro", Name: "Pro", Price: "USD 40/month", StripePriceID: "price_456",
+		MercadoPagoPlanID: "2c93", MercadoPagoPrice: "ARS 40000.50/month"}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		ID        string  `json:"id"`
+		Providers []Offer `json:"providers"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []Offer{
+		{Provider: Stripe, PriceID: "price_456", Price: "USD 40/month", Currency: "USD", Amount: "40"},
+		{Provider: MercadoPago, PriceID: "2c93", Price: "ARS 40000.50/month", Currency: "ARS", Amount: "40000.50"},
+	}
+	if got.ID != "pro" || !reflect.DeepEqual(got.Providers, want) {
+		t.Fatalf("json = %s", b)
+	}
+	if b, _ := json.Marshal(Plan{ID: "manual"}); !strings.Contains(string(b), `"providers":[]`) {
+		t.Fatalf("a plan nobody sells: %s", b)
 	}
 }
