@@ -69,6 +69,7 @@ compose=$(mktemp -d "$work/compose.XXXX")
 cp docker-compose.yml Dockerfile "$compose/"
 sed 's/^POSTGRES_PASSWORD=$/POSTGRES_PASSWORD=validate-only/' .env.example >"$compose/.env"
 (cd "$compose" && docker-compose config -q)
+(cd "$compose" && docker-compose --profile monitoring config -q) # Prometheus and Grafana too
 # The file must refuse to start without a database password rather than run with none.
 if (cd "$compose" && : >.env && env -u POSTGRES_PASSWORD docker-compose config -q) 2>/dev/null; then
   echo "docker-compose.yml accepts an empty POSTGRES_PASSWORD" >&2
@@ -76,7 +77,7 @@ if (cd "$compose" && : >.env && env -u POSTGRES_PASSWORD docker-compose config -
 fi
 
 echo "test.sh: gofmt and go vet"
-unformatted=$(gofmt -l cmd internal migrations scripts)
+unformatted=$(gofmt -l cmd internal migrations scripts deploy)
 if [ -n "$unformatted" ]; then
   echo "gofmt would change: $unformatted" >&2
   exit 1
