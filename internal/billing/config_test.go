@@ -120,3 +120,52 @@ func TestIntent(t *testing.T) {
 		t.Error("paused is not one of ours")
 	}
 }
+
+func TestMercadoPagoConfigFromEnv(t *testing.T) {
+	t.Parallel()
+	const (
+		token = "APP_USR-1234567890123456-120709-0123456789abcdef0123456789abcdef-100200300"
+		sec1  = "mp-old-secret-0123456789abcdef"
+		sec2  = "mp-new-secret-0123456789abcdef"
+	)
+	base := map[string]string{
+		"PROVISIONER_MERCADOPAGO_ACCESS_TOKEN":   token,
+		"PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET": sec1 + "," + sec2,
+		"PROVISIONER_PORTAL_URL":                 "https://portal.example.com",
+	}
+	with := func(k, v string) func(string) string {
+		return func(name string) string {
+			if name == k {
+				return v
+			}
+			return base[name]
+		}
+	}
+	c, err := ConfigFromEnv(func(name string) string { return base[name] })
+	if err != nil || !c.MercadoPago.Configured() || c.StripeConfigured() || len(c.MercadoPago.WebhookSecrets) != 2 ||
+		c.MercadoPago.WebhookSecrets[0] != sec1 || c.MercadoPago.APIURL != DefaultMercadoPagoAPIURL {
+		t.Fatalf("config = %v, %v", c, err)
+	}
+	if s := c.String(); strings.Contains(s, token) || strings.Contains(s, sec1) || strings.Contains(s, sec2) {
+		t.Errorf("String() shows a secret: %s", s)
+	}
+	for name, tc := range map[string]struct {
+		getenv  func(string) string
+		wantErr string
+	}{
+		"a Stripe key as token": {with("PROVISIONER_MERCADOPAGO_ACCESS_TOKEN", "sk_test_123456789012"), "PROVISIONER_MERCADOPAGO_ACCESS_TOKEN"},
+		"token without secret":  {with("PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET", ""), "PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET"},
+		"secret without token":  {with("PROVISIONER_MERCADOPAGO_ACCESS_TOKEN", ""), "PROVISIONER_MERCADOPAGO_ACCESS_TOKEN"},
+		"short secret":          {with("PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET", "short"), "PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET"},
+		"no portal":             {with("PROVISIONER_PORTAL_URL", ""), "PROVISIONER_PORTAL_URL"},
+		"bad api url":           {with("PROVISIONER_MERCADOPAGO_API_URL", "ftp://x"), "PROVISIONER_MERCADOPAGO_API_URL"},
+	} {
+		_, err := ConfigFromEnv(tc.getenv)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) {
+			t.Errorf("%s: err = %v, want it to start with %s", name, err, tc.wantErr)
+		}
+		if err != nil && (strings.Contains(err.Error(), token) || strings.Contains(err.Error(), sec1)) {
+			t.Errorf("%s: the error quotes a secret: %v", name, err)
+		}
+	}
+}

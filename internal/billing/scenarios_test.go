@@ -42,6 +42,8 @@ type gateway struct {
 	tampered func(e *env, d delivery) delivery
 	// reads counts the fake's reads of the subscription.
 	reads func(e *env, subID string) int
+	// failNext makes the fake's next n API requests answer status.
+	failNext func(e *env, n, status int)
 	// secret and oldSecret are the signing secrets configured while one rolls.
 	secret, oldSecret string
 }
@@ -89,7 +91,8 @@ var gateways = []gateway{
 			d.Payload = append(bytes.TrimSuffix(bytes.Clone(bytes.TrimSpace(d.Payload)), []byte("}")), []byte(`,"livemode":true}`)...)
 			return d
 		},
-		reads: func(e *env, id string) int { return countOf(e.stripe.Requests(), "GET /v1/subscriptions/"+id) },
+		reads:    func(e *env, id string) int { return countOf(e.stripe.Requests(), "GET /v1/subscriptions/"+id) },
+		failNext: func(e *env, n, status int) { e.stripe.FailNext(n, status) },
 	},
 	{
 		name: ProviderMercadoPago, secret: testMPSecret, oldSecret: testMPOldSecret,
@@ -119,7 +122,8 @@ var gateways = []gateway{
 			d.Query = url.Values{"data.id": {other.ID}, "type": {d.Type}}
 			return d
 		},
-		reads: func(e *env, id string) int { return countOf(e.mp.Requests(), "GET /preapproval/"+id) },
+		reads:    func(e *env, id string) int { return countOf(e.mp.Requests(), "GET /preapproval/"+id) },
+		failNext: func(e *env, n, status int) { e.mp.FailNext(n, status) },
 	},
 }
 
@@ -296,6 +300,23 @@ func TestProviderScenarios(t *testing.T) {
 			e.settle()
 			if got := e.last(subID); got.Status != Active || !got.Intent(e.svc.Policy()).Run || !got.Intent(e.svc.Policy()).SuspendAt.IsZero() {
 				t.Fatalf("after paying: %+v", got)
+			}
+		}, envOptions{}},
+		{"provider down, then back", func(t *testing.T, e *env, g gateway) {
+			subID, ds := g.buy(e, "client-outage", "starter")
+			d := aboutSubscription(t, ds)
+			g.failNext(e, 1, 503)
+			g.failNext(e, 1, 429)
+			if _, err := e.send(g.name, d); err != nil {
+				t.Fatal(err)
+			}
+			e.settle()
+			row := e.eventByID(d.ID)
+			if row.Outcome != "processed" || row.Attempts != 3 || row.Error != "" {
+				t.Fatalf("event = %+v, want processed at the third attempt", row)
+			}
+			if got := e.last(subID); got.Status != Active || got.ClientID != "client-outage" {
+				t.Fatalf("reconciled with %+v", got)
 			}
 		}, envOptions{}},
 	}

@@ -688,3 +688,50 @@ func TestEventsPagination(t *testing.T) {
 		}
 	}
 }
+
+// Our cancel endpoint calls MercadoPago's API; a Stripe subscription is cancelled in
+// Stripe's billing portal instead, and nothing is called.
+func TestCancelThroughTheAPI(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *database.DB) {
+		e := newEnv(t, db, envOptions{})
+		ctx := context.Background()
+		stripeSub, events := e.buy("client-s", "starter")
+		for _, ev := range events {
+			e.deliver(ev)
+		}
+		sess, err := e.svc.Checkout(ctx, CheckoutRequest{ClientID: "client-m", Email: "m@example.com", Plan: "pro", Provider: ProviderMercadoPago})
+		if err != nil {
+			t.Fatal(err)
+		}
+		notes, _ := e.mp.Subscribe(sess.ID, "M", "P")
+		e.send(ProviderMercadoPago, fromMercadoPago(notes[0])[0])
+		e.settle()
+		if _, err := e.svc.Cancel(ctx, e.stored(stripeSub).ID); !apperr.Is(err, apperr.Invalid) || !strings.Contains(err.Error(), "billing portal") {
+			t.Fatalf("cancelling a Stripe subscription: %v", err)
+		}
+		ours := e.stored(sess.ID)
+		e.mp.FailNext(1, 500)
+		if _, err := e.svc.Cancel(ctx, ours.ID); !apperr.Is(err, apperr.Unavailable) {
+			t.Fatalf("cancel with MercadoPago down: %v", err)
+		}
+		if pre, _ := e.mp.Preapproval(sess.ID); pre.Status != "authorized" {
+			t.Fatalf("preapproval = %s after a failed cancel", pre.Status)
+		}
+		if _, err := e.svc.Cancel(ctx, ours.ID); err != nil {
+			t.Fatal(err)
+		}
+		e.settle()
+		if got := e.stored(sess.ID); got.Status != Canceled || got.CanceledAt == nil {
+			t.Fatalf("after cancel: %+v", got)
+		}
+		// Again: nothing more is asked of MercadoPago.
+		before := len(e.mp.Requests())
+		if _, err := e.svc.Cancel(ctx, ours.ID); err != nil || len(e.mp.Requests()) != before {
+			t.Fatalf("second cancel: %v, %d calls", err, len(e.mp.Requests())-before)
+		}
+		if _, err := e.svc.Cancel(ctx, "no-such-subscription"); !apperr.Is(err, apperr.NotFound) {
+			t.Fatalf("unknown subscription: %v", err)
+		}
+	})
+}
