@@ -37,6 +37,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/mercadopagotest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/n8n"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
@@ -49,7 +51,8 @@ fake Proxmox hosts (whose guest agent runs the real n8nctl script over a fake do
 Cloudflare, a fake Stripe and fake n8n containers, all in this process on 127.0.0.1; runs the
 real provisioner service against them with SQLite and the mail outbox in the demo directory;
 then buys plans through the portal API, pays on the fake Stripe and delivers Stripe's signed
-webhooks. It prints each provisioning step as it happens, the credentials email, and a check
+webhooks (with --provider mercadopago: subscribes on a fake MercadoPago at the checkout's
+init_point and delivers its x-signature notifications). It prints each provisioning step as it happens, the credentials email, and a check
 of the result: the DNS record, the container's caps, and a login with the emailed password.
 
 It needs bash, jq and flock (and coreutils) on PATH, nothing else: no source tree, no network.
@@ -67,6 +70,7 @@ type demoOptions struct {
 	addr       string
 	keep       bool
 	verbose    bool
+	provider   string // who the customers pay: stripe or mercadopago
 }
 
 // demoNames are the customers the demo plays; more purchases than names reuse them with a
@@ -88,6 +92,7 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 	f.StringVar(&o.addr, "addr", "127.0.0.1:0", "`host:port` the service listens on (port 0: a free one)")
 	f.BoolVar(&o.keep, "keep", false, "keep everything running after the summary, serving the API, until Ctrl-C")
 	f.BoolVar(&o.verbose, "verbose", false, "also stream the service's JSON logs to stderr")
+	f.StringVar(&o.provider, "provider", "stripe", "who the customers pay: stripe (Checkout) or mercadopago (a subscription paid at its init_point)")
 	if _, help, err := c.parse(f, args, 0, 0, ""); help || err != nil {
 		return err
 	}
@@ -102,6 +107,8 @@ func runDemo(ctx context.Context, args []string, getenv func(string) string, std
 		return errors.New("demo: --ready-after must be between 0 and 10m")
 	case o.timeout <= 0:
 		return errors.New("demo: --timeout must be a positive duration such as 2m")
+	case o.provider != billing.ProviderStripe && o.provider != billing.ProviderMercadoPago:
+		return errors.New("demo: --provider must be stripe or mercadopago")
 	}
 	if _, _, err := net.SplitHostPort(o.addr); err != nil {
 		return errors.New("demo: --addr must be host:port, e.g. 127.0.0.1:8080")
@@ -122,11 +129,12 @@ type demo struct {
 	logs    *lockedWriter
 	world   *sandbox.World
 	stripe  *stripetest.Server
+	mp      *mercadopagotest.Server // with --provider mercadopago
 	plan    plans.Plan
 	hc      *http.Client
 	api     string // the service's base URL
 
-	adminKey, portalKey, webhookSecret string
+	adminKey, portalKey, webhookSecret, mpSecret string
 
 	start     time.Time
 	purchases []*purchase
@@ -146,14 +154,16 @@ type purchase struct {
 
 // demoInstance is the portal API's instance, as GET /v1/instances/{id} returns it.
 type demoInstance struct {
-	ID       string  `json:"id"`
-	Slug     string  `json:"slug"`
-	URL      string  `json:"url"`
-	Host     *string `json:"host"`
-	Plan     string  `json:"plan"`
-	Status   string  `json:"status"`
-	Step     string  `json:"step"`
-	Timeline []struct {
+	ID string `json:"id"`
+	// SubscriptionID is ours: what POST /v1/subscriptions/{id}/cancel takes.
+	SubscriptionID *string `json:"subscription_id"`
+	Slug           string  `json:"slug"`
+	URL            string  `json:"url"`
+	Host           *string `json:"host"`
+	Plan           string  `json:"plan"`
+	Status         string  `json:"status"`
+	Step           string  `json:"step"`
+	Timeline       []struct {
 		At      time.Time `json:"at"`
 		Kind    string    `json:"kind"`
 		Message string    `json:"message"`
@@ -212,7 +222,15 @@ func (d *demo) run(ctx context.Context, getenv func(string) string) (err error) 
 		return err
 	}
 	defer closeStripe()
-	stopService, err := d.startService(ctx, stripeURL)
+	mpURL := ""
+	if d.opts.provider == billing.ProviderMercadoPago {
+		var closeMP func()
+		if mpURL, closeMP, err = d.startMercadoPago(); err != nil {
+			return err
+		}
+		defer closeMP()
+	}
+	stopService, err := d.startService(ctx, stripeURL, mpURL)
 	if err != nil {
 		return err
 	}
@@ -241,6 +259,11 @@ func (d *demo) run(ctx context.Context, getenv func(string) string) (err error) 
 	}
 	if err := d.summary(ctx); err != nil {
 		return err
+	}
+	if d.opts.provider == billing.ProviderMercadoPago {
+		if err := d.cancelMercadoPago(ctx, d.purchases[0]); err != nil {
+			return err
+		}
 	}
 	d.printf("\nDone in %.1fs. The demo's files stay in %s (remove it when done).\n", time.Since(d.start).Seconds(), d.dir)
 	if d.opts.keep {
@@ -327,7 +350,7 @@ func (d *demo) startStripe() (string, func(), error) {
 
 // startService runs the real service (run's serve path) with the demo's configuration and
 // returns once it listens; stop shuts it down and returns what run returned.
-func (d *demo) startService(ctx context.Context, stripeURL string) (stop func() error, err error) {
+func (d *demo) startService(ctx context.Context, stripeURL, mercadoPagoURL string) (stop func() error, err error) {
 	plansPath := filepath.Join(d.dir, "plans.yaml")
 	plans, err := yaml.Marshal(map[string]plans.Plans{"plans": {d.plan}})
 	if err != nil {
@@ -370,6 +393,11 @@ func (d *demo) startService(ctx context.Context, stripeURL string) (stop func() 
 		"PROVISIONER_HEALTH_TIMEOUT": d.opts.timeout.String(),
 		"PROVISIONER_JOB_TIMEOUT":    (d.opts.timeout + time.Minute).String(),
 		"PROVISIONER_LOG_LEVEL":      level,
+	}
+	if mercadoPagoURL != "" {
+		env["PROVISIONER_MERCADOPAGO_ACCESS_TOKEN"] = d.mp.Token
+		env["PROVISIONER_MERCADOPAGO_WEBHOOK_SECRET"] = d.mpSecret
+		env["PROVISIONER_MERCADOPAGO_API_URL"] = mercadoPagoURL
 	}
 	for _, kv := range d.world.Env() {
 		k, v, _ := strings.Cut(kv, "=")
@@ -459,6 +487,9 @@ func (d *demo) buy(ctx context.Context, i int) error {
 	}
 	p := &purchase{label: label, name: name, email: label + "@example.com", client: "demo-" + label}
 	d.purchases = append(d.purchases, p)
+	if d.opts.provider == billing.ProviderMercadoPago {
+		return d.buyMercadoPago(ctx, i, p)
+	}
 	d.printf("\nPurchase %d: %s <%s> buys %s (%g CPU, %d MB, %s)\n", i+1, p.name, p.email, d.plan.Name, d.plan.CPUs, d.plan.MemoryMB, d.plan.Price)
 
 	var session struct{ ID, URL string }

@@ -153,3 +153,48 @@ func TestDemoShowsTheWarmAndTheColdPath(t *testing.T) {
 		}
 	}
 }
+
+// With --provider mercadopago the same purchase is sold through MercadoPago: the checkout
+// returns the subscription's init_point, signed notifications reach
+// /webhooks/payments/mercadopago, and the customer's cancellation through our endpoint
+// suspends the instance.
+func TestDemoWithMercadoPago(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out, _, err := runDemoForTest(t, "--dir", dir, "--ready-after", "200ms", "--provider", "mercadopago")
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"fake MercadoPago  http://127.0.0.1:",
+		`POST /v1/checkout-sessions {"provider":"mercadopago"} → 201, init_point https://www.mercadopago.com.ar/subscriptions/checkout?preapproval_id=`,
+		`external_reference "client=demo-ada;plan=starter;locale=es", back_url https://portal.example.com/checkout/success?provider=mercadopago`,
+		"Ada Lovelace subscribed at the init_point: authorized",
+		"&type=subscription_preapproval (x-signature) → 200",
+		"&type=subscription_authorized_payment (x-signature) → 200",
+		"&type=payment (x-signature) → 200",
+		"login details emailed to ada@example.com",
+		"Subject: Su instancia de n8n está lista",
+		"login      works: POST /rest/login as ada@example.com",
+		"/cancel → 202; MercadoPago subscription ",
+		" is cancelled",
+		"instance suspended",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output lacks %q:\n%s", want, out)
+		}
+	}
+	logs, err := os.ReadFile(filepath.Join(dir, "provisioner.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fake's access token and webhook secret are the demo's secrets: never logged.
+	token := regexp.MustCompile(`TEST-demo-[A-Za-z0-9_-]+`).FindString(string(logs))
+	secret := regexp.MustCompile(`mp-demo-[A-Za-z0-9_-]+`).FindString(string(logs))
+	if token != "" || secret != "" {
+		t.Errorf("a MercadoPago secret reached the log: %q %q", token, secret)
+	}
+	if _, _, err := runDemoForTest(t, "--provider", "paypal"); err == nil || !strings.Contains(err.Error(), "--provider") {
+		t.Errorf("--provider paypal: %v", err)
+	}
+}
