@@ -56,6 +56,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	return &Agent{exec: cfg.Exec, path: path}, nil
 }
 
+// Path is where the agent runs n8nctl on a host VM.
+func (a *Agent) Path() string { return a.path }
+
 var (
 	agentVerbRE = regexp.MustCompile(`^[a-z][a-z-]{0,31}$`)
 	agentSlugRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)

@@ -33,21 +33,28 @@ func (s State) Valid() bool { return s == Active || s == Draining || s == Disabl
 
 // Host is one VM that runs customer containers.
 type Host struct {
-	Name         string
-	Node         string
-	VMID         int    `gorm:"column:vmid"`
-	PublicIP     string `gorm:"column:public_ip"`
-	IngressURL   string `gorm:"column:ingress_url"`
+	Name       string
+	Node       string
+	VMID       int    `gorm:"column:vmid"`
+	PublicIP   string `gorm:"column:public_ip"`
+	IngressURL string `gorm:"column:ingress_url"`
+	// MaxInstances caps how many instances the host runs; 0 sets no cap, so that memory
+	// and disk alone decide.
 	MaxInstances int
-	// DiskGB is the host's data disk as its n8nctl last reported it (0: not yet known).
+	// MemoryMB and CPUs are the VM's memory and virtual CPUs as Proxmox allocates them,
+	// DiskGB its data disk as its n8nctl reports it; 0 means not read yet.
+	MemoryMB  int `gorm:"column:memory_mb"`
+	CPUs      int `gorm:"column:cpus"`
 	DiskGB    int `gorm:"column:disk_gb"`
 	State     State
 	CreatedAt time.Time
 	UpdatedAt time.Time
-	// Instances counts the instances that occupy a slot on the host, and DiskCommittedGB
-	// the sum of their disk quotas; both are computed, not stored.
-	Instances       int `gorm:"->;-:migration"`
-	DiskCommittedGB int `gorm:"->;-:migration"`
+	// Instances counts the instances that occupy a slot on the host (warm pool members
+	// included), MemoryCommittedMB and DiskCommittedGB the sums of their plans' memory and
+	// disk quotas; all three are computed, not stored.
+	Instances         int `gorm:"->;-:migration"`
+	MemoryCommittedMB int `gorm:"->;-:migration"`
+	DiskCommittedGB   int `gorm:"->;-:migration"`
 }
 
 // TableName tells gorm the table.
@@ -88,8 +95,9 @@ func validIngress(raw string) bool {
 
 // Store keeps the host inventory.
 type Store struct {
-	db  *gorm.DB
-	now func() time.Time
+	db   *gorm.DB
+	now  func() time.Time
+	over Overcommit
 }
 
 // NewStore returns a host store on db; now is the clock (nil means time.Now).
@@ -97,7 +105,14 @@ func NewStore(db *gorm.DB, now func() time.Time) *Store {
 	if now == nil {
 		now = time.Now
 	}
-	return &Store{db: db, now: func() time.Time { return now().UTC() }}
+	return &Store{db: db, now: func() time.Time { return now().UTC() }, over: NoOvercommit}
+}
+
+// WithOvercommit returns a store that places with overcommit o (see Overcommit).
+func (s *Store) WithOvercommit(o Overcommit) *Store {
+	c := *s
+	c.over = o
+	return &c
 }
 
 // Add stores a new host (state active unless h says otherwise). It returns Invalid for a
@@ -109,8 +124,8 @@ func (s *Store) Add(ctx context.Context, h Host) (Host, error) {
 	if err := h.Validate(); err != nil {
 		return Host{}, err
 	}
-	h.CreatedAt, h.UpdatedAt, h.Instances, h.DiskCommittedGB = s.now(), s.now(), 0, 0
-	if err := s.db.WithContext(ctx).Omit("Instances", "DiskCommittedGB").Create(&h).Error; err != nil {
+	h.CreatedAt, h.UpdatedAt, h.Instances, h.MemoryCommittedMB, h.DiskCommittedGB = s.now(), s.now(), 0, 0, 0
+	if err := s.db.WithContext(ctx).Omit("Instances", "MemoryCommittedMB", "DiskCommittedGB").Create(&h).Error; err != nil {
 		if database.IsUniqueViolation(err) {
 			return Host{}, apperr.Wrap(apperr.Conflict, err, "a host named %s or on %s/%d exists already", h.Name, h.Node, h.VMID)
 		}
@@ -120,16 +135,44 @@ func (s *Store) Add(ctx context.Context, h Host) (Host, error) {
 }
 
 func (s *Store) withCounts(db *gorm.DB) *gorm.DB {
-	return db.Model(&Host{}).Select("hosts.*, (SELECT COUNT(*) FROM instances WHERE instances.host = hosts.name AND " + occupying + ") AS instances, " +
-		"(" + committedDisk + ") AS disk_committed_gb")
+	return db.Model(&Host{}).Select("hosts.*, " +
+		"(SELECT COUNT(*) FROM instances WHERE " + onHost + ") AS instances, " +
+		"(SELECT COALESCE(SUM(instances.memory_mb), 0) FROM instances WHERE " + onHost + ") AS memory_committed_mb, " +
+		"(SELECT COALESCE(SUM(instances.disk_gb), 0) FROM instances WHERE " + onHost + ") AS disk_committed_gb")
 }
 
-// committedDisk sums the disk quotas of the instances holding a slot on the host.
-const committedDisk = "SELECT COALESCE(SUM(instances.disk_gb), 0) FROM instances WHERE instances.host = hosts.name AND " + occupying
+// onHost selects the instances holding a slot on the host of the outer query.
+const onHost = "instances.host = hosts.name AND " + occupying
 
 // SetDisk records the size of the host's data disk, as its n8nctl reports it.
 func (s *Store) SetDisk(ctx context.Context, name string, gb int) error {
 	return s.db.WithContext(ctx).Model(&Host{}).Where("name = ?", name).Update("disk_gb", gb).Error
+}
+
+// Resources are a host VM's size, as Proxmox and n8nctl report it; 0 is "not known".
+type Resources struct {
+	MemoryMB int
+	CPUs     int
+	DiskGB   int
+}
+
+// SetResources records what the host VM has (a field of r that is 0 keeps the stored
+// value) and returns the host, or NotFound.
+func (s *Store) SetResources(ctx context.Context, name string, r Resources) (Host, error) {
+	set := map[string]any{"updated_at": s.now()}
+	for col, v := range map[string]int{"memory_mb": r.MemoryMB, "cpus": r.CPUs, "disk_gb": r.DiskGB} {
+		if v > 0 {
+			set[col] = v
+		}
+	}
+	res := s.db.WithContext(ctx).Model(&Host{}).Where("name = ?", name).Updates(set)
+	if res.Error != nil {
+		return Host{}, fmt.Errorf("recording the resources of host %s: %w", name, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return Host{}, apperr.New(apperr.NotFound, "host %q not found", name)
+	}
+	return s.Get(ctx, name)
 }
 
 // List returns every host by name, with its instance count.
@@ -183,59 +226,71 @@ func (s *Store) Update(ctx context.Context, name string, p Patch) (Host, error) 
 	return s.Get(ctx, name)
 }
 
-// ErrNoRoom means no active host has a free slot.
+// ErrNoRoom means no active host has room for the instance.
 var ErrNoRoom = apperr.New(apperr.Unavailable, "no active host has room for another instance")
 
-// Pick returns the host a new instance would go to: among active hosts with a free slot,
-// the one with the fewest instances, ties broken by name so placement is deterministic.
-// It returns ErrNoRoom when there is none.
-func (s *Store) Pick(ctx context.Context) (Host, error) {
-	return s.pick(s.db.WithContext(ctx), 0)
+// Pick returns the host a new instance needing need would go to: among active hosts it
+// fits on (see Room), the one with the fewest instances, ties broken by name so placement
+// is deterministic. It returns ErrNoRoom when there is none.
+func (s *Store) Pick(ctx context.Context, need Need) (Host, error) {
+	return s.pick(s.db.WithContext(ctx), need)
 }
 
-// pick is Pick for an instance needing diskGB of disk: a host whose disk is known must
-// hold every quota on it plus this one, since an instance may fill its quota.
-func (s *Store) pick(db *gorm.DB, diskGB int) (Host, error) {
-	var h Host
-	err := s.withCounts(db).Where("state = ?", Active).
-		Where("max_instances > (SELECT COUNT(*) FROM instances WHERE instances.host = hosts.name AND "+occupying+")").
-		Where("(hosts.disk_gb = 0 OR hosts.disk_gb >= ("+committedDisk+") + ?)", diskGB).
-		Order("instances, name").Take(&h).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return h, ErrNoRoom
+func (s *Store) pick(db *gorm.DB, need Need) (Host, error) {
+	var list []Host
+	if err := s.withCounts(db).Where("state = ?", Active).Order("instances, name").Find(&list).Error; err != nil {
+		return Host{}, err
 	}
-	return h, err
+	for _, h := range list {
+		if s.RoomOf(h).Fits(need) {
+			return h, nil
+		}
+	}
+	return Host{}, ErrNoRoom
+}
+
+// needOf reads what instance id takes from its host.
+func needOf(tx *gorm.DB, id string) (Need, error) {
+	var n Need
+	err := tx.Table("instances").Select("memory_mb, disk_gb").Where("id = ?", id).Take(&n).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return n, apperr.New(apperr.NotFound, "instance not found")
+	}
+	return n, err
 }
 
 // Assign places the instance instanceID on a host (see Pick) and records it on the
 // instance, atomically, so concurrent placements never overfill a host. An instance that
 // already has a host keeps it: Assign is idempotent. It returns ErrNoRoom when no host has
-// a slot.
+// room for its plan.
 func (s *Store) Assign(ctx context.Context, instanceID string) (Host, error) {
 	return s.assign(ctx, instanceID, func(tx *gorm.DB) (Host, error) {
-		var need struct{ DiskGB int }
-		if err := tx.Table("instances").Select("disk_gb").Where("id = ?", instanceID).Take(&need).Error; err != nil {
+		need, err := needOf(tx, instanceID)
+		if err != nil {
 			return Host{}, err
 		}
-		return s.pick(tx, need.DiskGB)
+		return s.pick(tx, need)
 	})
 }
 
 // AssignTo places the instance on the host called name, atomically, when that host is
-// active and has a free slot (ErrNoRoom otherwise); an instance with a host keeps it.
+// active and its plan fits there (ErrNoRoom otherwise); an instance with a host keeps it.
 func (s *Store) AssignTo(ctx context.Context, instanceID, name string) (Host, error) {
 	return s.assign(ctx, instanceID, func(tx *gorm.DB) (Host, error) {
+		need, err := needOf(tx, instanceID)
+		if err != nil {
+			return Host{}, err
+		}
 		h, err := s.get(tx, name)
 		if err != nil {
 			return h, err
 		}
-		if h.State != Active || h.Instances >= h.MaxInstances {
+		if h.State != Active || !s.RoomOf(h).Fits(need) {
 			return h, ErrNoRoom
 		}
 		return h, nil
 	})
 }
-
 func (s *Store) assign(ctx context.Context, instanceID string, choose func(tx *gorm.DB) (Host, error)) (Host, error) {
 	var picked Host
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -273,16 +328,16 @@ func (s *Store) assign(ctx context.Context, instanceID string, choose func(tx *g
 }
 
 // Capacity returns the active hosts in placement order (fewest instances first, then by
-// name), each with its instance count.
+// name), each with its instance count and committed memory and disk.
 func (s *Store) Capacity(ctx context.Context) ([]Host, error) {
 	var list []Host
 	err := s.withCounts(s.db.WithContext(ctx)).Where("state = ?", Active).Order("instances, name").Find(&list).Error
 	return list, err
 }
 
-// HasRoom returns nil when some active host has a free slot, and ErrNoRoom otherwise, so
-// that checkout can refuse to sell an instance we could not run.
-func (s *Store) HasRoom(ctx context.Context) error {
-	_, err := s.Pick(ctx)
+// HasRoom returns nil when some active host has room for an instance needing need, and
+// ErrNoRoom otherwise, so that checkout can refuse to sell an instance we could not run.
+func (s *Store) HasRoom(ctx context.Context, need Need) error {
+	_, err := s.Pick(ctx, need)
 	return err
 }
