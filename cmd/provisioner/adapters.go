@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/n8n-provisioner/n8n-provisioner/internal/alert"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/dns"
@@ -222,8 +224,24 @@ type sender interface {
 type notifier struct {
 	mail      sender
 	operator  string // the operator's address; alerts are only logged without one
+	webhook   webhookAlerter
 	portalURL string // where customers fix their payment method
 	log       *slog.Logger
+}
+
+// alertWebhook returns the webhook that operator alerts are posted to, or nil when
+// PROVISIONER_ALERT_WEBHOOK_URL is unset.
+func (p providers) alertWebhook() (webhookAlerter, error) {
+	if p.AlertWebhookURL == "" {
+		return nil, nil
+	}
+	return alert.New(alert.Config{URL: p.AlertWebhookURL,
+		HTTPClient: p.metered(&http.Client{Timeout: 10 * time.Second}, "alert_webhook", alertRoutes)})
+}
+
+// webhookAlerter posts an operator alert to a chat or push webhook (alert.Webhook); nil: none.
+type webhookAlerter interface {
+	Send(ctx context.Context, subject, body string) error
 }
 
 func (n notifier) Notify(ctx context.Context, x instances.Notice) error {
@@ -259,16 +277,22 @@ func (n notifier) SendCredentials(ctx context.Context, c instances.Credentials) 
 	return n.mail.Send(ctx, m)
 }
 
+// AlertOperator logs the alert, emails it and posts it to the webhook, each when
+// configured; one channel failing does not keep the alert from the other.
 func (n notifier) AlertOperator(ctx context.Context, subject, body string) error {
 	n.log.Warn("operator alert", "subject", subject, "body", body)
-	if n.operator == "" {
-		return nil
+	var errs []error
+	if n.operator != "" {
+		m, err := mail.OperatorAlert(n.operator, subject, body)
+		if err == nil {
+			err = n.mail.Send(ctx, m)
+		}
+		errs = append(errs, err)
 	}
-	m, err := mail.OperatorAlert(n.operator, subject, body)
-	if err != nil {
-		return err
+	if n.webhook != nil {
+		errs = append(errs, n.webhook.Send(ctx, subject, body))
 	}
-	return n.mail.Send(ctx, m)
+	return errors.Join(errs...)
 }
 
 // billingHealth reads the billing inbox: an event that has waited unprocessed for more

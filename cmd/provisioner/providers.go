@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/mail"
 	"path/filepath"
 	"slices"
@@ -11,10 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/n8n-provisioner/n8n-provisioner/internal/alert"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/dns"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
 	mailer "github.com/n8n-provisioner/n8n-provisioner/internal/mail"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/metrics"
 )
 
 // providers is the configuration of the outside systems the provisioning saga drives.
@@ -35,9 +38,11 @@ type providers struct {
 	SMTPURL        string
 	MailFrom       string
 	OperatorEmail  string
-	TimeZone       string
-	SweepInterval  time.Duration
-	PoolInterval   time.Duration
+	// AlertWebhookURL, when set, receives every operator alert too (Slack, Discord, ntfy).
+	AlertWebhookURL string
+	TimeZone        string
+	SweepInterval   time.Duration
+	PoolInterval    time.Duration
 	// DoctorInterval, ProxmoxPoll and HealthPoll tune how often the doctor runs, the
 	// guest agent's exec status is polled and n8n's readiness is asked.
 	DoctorInterval time.Duration
@@ -48,6 +53,9 @@ type providers struct {
 	// CrashAfterStep is the crash-safety tests' hook: it kills the process right after a
 	// saga step is stored. It changes nothing before the kill.
 	CrashAfterStep string
+
+	// deps, when set (the serving process), records every call the adapters make.
+	deps *metrics.Dependencies
 }
 
 // rescueAfter is how long a job may look running in a live process before River presumes
@@ -73,10 +81,11 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 		ProxmoxCAFile:      env("PROVISIONER_PROXMOX_CA_FILE", ""),
 		AgentPath:          env("PROVISIONER_HOST_AGENT_PATH", hosts.AgentDefaultPath),
 
-		SMTPURL:       env("PROVISIONER_SMTP_URL", ""),
-		MailFrom:      env("PROVISIONER_MAIL_FROM", "n8n <noreply@"+c.BaseDomain+">"),
-		OperatorEmail: env("PROVISIONER_OPERATOR_EMAIL", ""),
-		TimeZone:      env("PROVISIONER_TIMEZONE", "UTC"),
+		SMTPURL:         env("PROVISIONER_SMTP_URL", ""),
+		MailFrom:        env("PROVISIONER_MAIL_FROM", "n8n <noreply@"+c.BaseDomain+">"),
+		OperatorEmail:   env("PROVISIONER_OPERATOR_EMAIL", ""),
+		AlertWebhookURL: env("PROVISIONER_ALERT_WEBHOOK_URL", ""),
+		TimeZone:        env("PROVISIONER_TIMEZONE", "UTC"),
 
 		CrashAfterStep: env("PROVISIONER_TEST_CRASH_AFTER_STEP", ""),
 	}
@@ -118,6 +127,11 @@ func loadProviders(getenv func(string) string, c config) (providers, error) {
 			return p, envError("PROVISIONER_OPERATOR_EMAIL", errors.New("must be an email address"))
 		}
 	}
+	if p.AlertWebhookURL != "" {
+		if _, err := alert.New(alert.Config{URL: p.AlertWebhookURL}); err != nil {
+			return p, err // names the variable, never its value: the URL is a credential
+		}
+	}
 	if p.CrashAfterStep != "" && !slices.Contains(instances.Steps, p.CrashAfterStep) {
 		return p, envError("PROVISIONER_TEST_CRASH_AFTER_STEP", fmt.Errorf("must be one of %v", instances.Steps))
 	}
@@ -140,7 +154,8 @@ func (p providers) dnsAdapter() (instances.DNS, error) {
 	if p.CloudflareToken == "" && p.CloudflareZone == "" {
 		return unconfigured{"Cloudflare DNS", "PROVISIONER_CLOUDFLARE_API_TOKEN and PROVISIONER_CLOUDFLARE_ZONE_ID"}, nil
 	}
-	cf, err := dns.New(dns.Config{APIToken: p.CloudflareToken, ZoneID: p.CloudflareZone, BaseURL: p.CloudflareURL, Proxied: p.CloudflareProxied})
+	cf, err := dns.New(dns.Config{APIToken: p.CloudflareToken, ZoneID: p.CloudflareZone, BaseURL: p.CloudflareURL, Proxied: p.CloudflareProxied,
+		HTTPClient: p.metered(&http.Client{Timeout: 30 * time.Second}, "cloudflare", cloudflareRoutes)})
 	if err != nil {
 		return nil, fmt.Errorf("PROVISIONER_CLOUDFLARE_*: %w", err)
 	}
@@ -156,6 +171,7 @@ func (p providers) agent() (instances.Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("PROVISIONER_PROXMOX_CA_FILE: %w", err)
 	}
+	hc = p.metered(hc, "proxmox", proxmoxRoutes)
 	pve, err := hosts.NewProxmox(hosts.ProxmoxConfig{BaseURL: p.ProxmoxURL, TokenID: p.ProxmoxTokenID,
 		TokenSecret: p.ProxmoxTokenSecret, HTTPClient: hc, PollInterval: p.ProxmoxPoll, ExecTimeout: p.ProxmoxExec})
 	if err != nil {
@@ -179,6 +195,9 @@ func (p providers) mailSender(dataDir string, log *slog.Logger) (sender, error) 
 	s, err := mailer.NewSMTP(p.SMTPURL, p.MailFrom)
 	if err != nil {
 		return nil, err
+	}
+	if p.deps != nil {
+		return meteredSender{s, p.deps}, nil
 	}
 	return s, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/metrics"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/queue"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
 )
@@ -36,6 +37,7 @@ commands:
   doctor     compare the database with the hosts and DNS; --fix repairs the safe drift
   pool       the warm pool: ready and starting n8n instances per plan and host
   demo       watch a purchase become a running n8n against in-process fakes (no setup needed)
+  healthcheck ask the local service's /healthz (exit status 0 when it answers 200), for Docker
   help       show this help
 
 Each command takes --help, e.g. provisioner hosts add --help.
@@ -58,6 +60,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runOps(ctx, cmd, args[2:], getenv, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[2:], getenv, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, getenv, stdout)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
@@ -118,11 +122,13 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	bill, err := billing.New(cfg.Billing, billing.Deps{
 		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: capacity{hostStore, svc},
 		Plans: cfg.Plans, Logger: log, Metrics: registry,
+		HTTPClient: paymentsHTTPClient(metrics.NewDependencies(registry)),
 	})
 	if err != nil {
 		return err
 	}
 	bill.Register(workers)
+	registry.MustRegister(queue.NewCollector(db, log), billing.NewInboxCollector(db.Gorm))
 	q.AddPeriodic(bill.PeriodicJobs()...)
 
 	api := httpapi.New(httpapi.Config{
@@ -194,6 +200,11 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 // serving process), receives the service's metrics.
 func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store *instances.Store, hostStore *hosts.Store, q *queue.Queue, log *slog.Logger, reg prometheus.Registerer) (*instances.Service, error) {
 	p := cfg.Providers
+	var steps instances.StepObserver
+	if reg != nil {
+		p.deps = metrics.NewDependencies(reg)
+		steps = metrics.NewSaga(reg)
+	}
 	dnsAdapter, err := p.dnsAdapter()
 	if err != nil {
 		return nil, err
@@ -203,6 +214,10 @@ func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store
 		return nil, err
 	}
 	mailSender, err := p.mailSender(cfg.DataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	webhook, err := p.alertWebhook()
 	if err != nil {
 		return nil, err
 	}
@@ -222,14 +237,14 @@ func newInstanceService(cfg config, db *database.DB, keys *secret.Keyring, store
 		Store: store, Keys: keys, Queue: q, Plans: cfg.Plans,
 		Placer: placer{hostStore}, DNS: dnsAdapter, Agent: agent,
 		App:      n8nApp{},
-		Notifier: notifier{mail: mailSender, operator: p.OperatorEmail, portalURL: cfg.Billing.PortalURL, log: log},
+		Notifier: notifier{mail: mailSender, operator: p.OperatorEmail, webhook: webhook, portalURL: cfg.Billing.PortalURL, log: log},
 		Billing:  billingHealth{db.Gorm},
 
 		BaseDomain: cfg.BaseDomain, HealthTimeout: p.HealthTimeout, JobTimeout: p.JobTimeout, TimeZone: p.TimeZone,
 		StepDeadline: p.StepDeadline, AlertAfter: p.StepAlertAfter, PollInterval: p.HealthPoll,
 		Retention:     cfg.Billing.Policy.Retention,
 		SweepInterval: p.SweepInterval, DoctorInterval: p.DoctorInterval, PoolInterval: p.PoolInterval,
-		Logger: log, AfterStep: crashAfter(p.CrashAfterStep, log),
+		Logger: log, AfterStep: crashAfter(p.CrashAfterStep, log), Steps: steps,
 	}), nil
 }
 

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/mail"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/metrics"
+)
+
+// The route templates of each HTTP dependency: the collections whose next path segment is
+// an id, so that the operation label names the endpoint and never a node, VM, zone,
+// record or customer (provisioner_dependency_request_duration_seconds).
+var (
+	proxmoxRoutes    = metrics.Routes{Prefix: "/api2/json", IDsAfter: []string{"nodes", "qemu", "lxc", "tasks", "storage"}}
+	cloudflareRoutes = metrics.Routes{Prefix: "/client/v4", IDsAfter: []string{"zones", "dns_records"}}
+	paymentRoutes    = metrics.Routes{IDsAfter: []string{
+		"customers", "subscriptions", "events", "invoices", "prices", "sessions", // Stripe
+		"preapproval", "payments", "authorized_payments", "preapproval_plan", // MercadoPago
+	}}
+	// A webhook URL's path is its credential.
+	alertRoutes = metrics.Routes{Opaque: true}
+)
+
+// metered returns hc with its transport recorded as calls to dependency, when the process
+// records them (serve); otherwise hc itself.
+func (p providers) metered(hc *http.Client, dependency string, routes metrics.Routes) *http.Client {
+	if p.deps == nil {
+		return hc
+	}
+	c := *hc
+	c.Transport = p.deps.Transport(dependency, routes, hc.Transport)
+	return &c
+}
+
+// paymentsHTTPClient is billing's client to the payment providers' APIs, each call
+// recorded under the provider its host belongs to.
+func paymentsHTTPClient(deps *metrics.Dependencies) *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: deps.TransportByHost(paymentProvider, paymentRoutes, nil)}
+}
+
+// paymentProvider names the provider of an API host; Stripe's is the default because
+// PROVISIONER_STRIPE_API_URL may point anywhere (stripe-mock, a proxy).
+func paymentProvider(host string) string {
+	if host == "mercadopago.com" || strings.HasSuffix(host, ".mercadopago.com") {
+		return "mercadopago"
+	}
+	return "stripe"
+}
+
+// meteredSender records each SMTP send as a call to the smtp dependency.
+type meteredSender struct {
+	next sender
+	deps *metrics.Dependencies
+}
+
+func (m meteredSender) Send(ctx context.Context, msg mail.Message) error {
+	start := time.Now()
+	err := m.next.Send(ctx, msg)
+	m.deps.Observe("smtp", "send", time.Since(start), err)
+	return err
+}
