@@ -3,9 +3,10 @@ package main
 import (
 	"context"
 	"net/http"
-	"strings"
+	"net/url"
 	"time"
 
+	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/mail"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/metrics"
 )
@@ -36,18 +37,19 @@ func (p providers) metered(hc *http.Client, dependency string, routes metrics.Ro
 }
 
 // paymentsHTTPClient is billing's client to the payment providers' APIs, each call
-// recorded under the provider its host belongs to.
-func paymentsHTTPClient(deps *metrics.Dependencies) *http.Client {
-	return &http.Client{Timeout: 30 * time.Second, Transport: deps.TransportByHost(paymentProvider, paymentRoutes, nil)}
-}
-
-// paymentProvider names the provider of an API host; Stripe's is the default because
-// PROVISIONER_STRIPE_API_URL may point anywhere (stripe-mock, a proxy).
-func paymentProvider(host string) string {
-	if host == "mercadopago.com" || strings.HasSuffix(host, ".mercadopago.com") {
-		return "mercadopago"
+// recorded under the provider whose configured API host it goes to.
+func paymentsHTTPClient(deps *metrics.Dependencies, cfg billing.Config) *http.Client {
+	mercadoPago := ""
+	if u, err := url.Parse(cfg.MercadoPago.APIURL); err == nil && cfg.MercadoPago.APIURL != "" {
+		mercadoPago = u.Host
 	}
-	return "stripe"
+	name := func(host string) string {
+		if host == mercadoPago {
+			return "mercadopago"
+		}
+		return "stripe"
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: deps.TransportByHost(name, paymentRoutes, nil)}
 }
 
 // meteredSender records each SMTP send as a call to the smtp dependency.

@@ -82,10 +82,11 @@ func (m *Dependencies) Transport(dependency string, routes Routes, next http.Rou
 }
 
 // TransportByHost is Transport for one client that serves several dependencies (the
-// payment providers): name says which one a request goes to, from a bounded set.
+// payment providers): name says which one a request goes to from its URL's host[:port],
+// and must answer from a bounded set.
 func (m *Dependencies) TransportByHost(name func(host string) string, routes Routes, next http.RoundTripper) http.RoundTripper {
 	t := m.Transport("", routes, next).(*transport)
-	t.name = func(r *http.Request) string { return name(r.URL.Hostname()) }
+	t.name = func(r *http.Request) string { return name(r.URL.Host) }
 	return t
 }
 
