@@ -17,5 +17,7 @@ USER provisioner
 WORKDIR /var/lib/provisioner
 ENV PROVISIONER_DATA_DIR=/var/lib/provisioner/data PROVISIONER_ADDR=:8080
 EXPOSE 8080
+# No curl in the image: the binary asks its own /healthz (docker-compose.yml says the same).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=60s --retries=3 CMD ["/usr/local/bin/provisioner", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/provisioner"]
 CMD ["serve"]

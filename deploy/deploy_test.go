@@ -349,6 +349,9 @@ func TestComposeFile(t *testing.T) {
 		!strings.Contains(dockerfile, "COPY --from=build /out/provisioner "+p.Healthcheck.Test[1]+"\n") {
 		t.Errorf("healthcheck %v does not run the image's provisioner binary", p.Healthcheck.Test)
 	}
+	if !strings.Contains(dockerfile, `CMD ["`+strings.Join(p.Healthcheck.Test[1:], `", "`)+`"]`) {
+		t.Errorf("the Dockerfile's HEALTHCHECK is not compose's %v", p.Healthcheck.Test)
+	}
 	// Mail reaches the catcher: Mailpit's SMTP port, without TLS (it has none, and
 	// STARTTLS is mandatory otherwise).
 	if smtp := p.Environment["PROVISIONER_SMTP_URL"]; !strings.Contains(smtp, "smtp://mailcatcher:1025?tls=none") {
