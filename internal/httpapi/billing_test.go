@@ -563,3 +563,60 @@ func benchIntake(b *testing.B, d database.Dialect, conc int, noDispatch bool) {
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(len(events[0].Payload)), "body-bytes")
 }
+
+// BenchmarkMercadoPagoWebhookIntake is BenchmarkWebhookIntake's "intake" for MercadoPago's
+// notifications: the x-signature check, the inbox insert and the 200, over TCP.
+func BenchmarkMercadoPagoWebhookIntake(b *testing.B) {
+	for _, d := range dbtest.Dialects {
+		for _, conc := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/c%d", d, conc), func(b *testing.B) {
+				e := newBillingEnv(b, dbtest.Open(b, d), nil, false, true)
+				srv := httptest.NewServer(e.server)
+				defer srv.Close()
+				client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
+				reqs := make([]*http.Request, b.N)
+				for i := range reqs {
+					n := mercadopagotest.NewNotification("subscription_preapproval", "updated", "2c9380848f0d6a2c018f1b2e3a4b0a99", time.Now())
+					reqs[i] = n.Request(srv.URL+"/webhooks/payments/mercadopago", mpSecret)
+				}
+				latencies := make([]time.Duration, b.N)
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				start := time.Now()
+				for range conc {
+					wg.Go(func() {
+						for {
+							i := int(next.Add(1)) - 1
+							if i >= b.N {
+								return
+							}
+							t0 := time.Now()
+							res, err := client.Do(reqs[i])
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							io.Copy(io.Discard, res.Body)
+							res.Body.Close()
+							latencies[i] = time.Since(t0)
+							if res.StatusCode != 200 {
+								b.Errorf("status %d", res.StatusCode)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				elapsed := time.Since(start)
+				b.StopTimer()
+				sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+				ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+				b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
+				b.ReportMetric(ms(latencies[b.N/2]), "p50-ms")
+				b.ReportMetric(ms(latencies[min(b.N-1, b.N*99/100)]), "p99-ms")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
+	}
+}
