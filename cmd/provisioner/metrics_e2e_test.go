@@ -13,6 +13,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
 )
 
 // alertHook is an ntfy server's root as the provisioner posts alerts to it: it takes the
@@ -108,9 +111,18 @@ func sum(families map[string]*dto.MetricFamily, name string, want map[string]str
 // and the stuck-step alert went to the webhook as well as to the operator's mailbox.
 func TestMetricsOfARealPurchase(t *testing.T) {
 	t.Parallel()
+	for _, d := range dbtest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			metricsOfARealPurchase(t, d)
+		})
+	}
+}
+
+func metricsOfARealPurchase(t *testing.T, dialect database.Dialect) {
 	hook := &alertHook{}
 	hookURL := serveHTTP(t, hook) + "/?topic=ops-alerts"
-	e := newE2E(t, e2eOptions{env: map[string]string{
+	e := newE2E(t, e2eOptions{dialect: dialect, env: map[string]string{
 		"PROVISIONER_ALERT_WEBHOOK_URL": hookURL,
 		// The second failed DNS attempt alerts, so the flow sends one alert.
 		"PROVISIONER_STEP_ALERT_AFTER": "1ms",
