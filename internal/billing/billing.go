@@ -1,4 +1,6 @@
 // Package billing turns payment providers' events into subscription state: it verifies
-// webhooks, keeps them once in an inbox, normalises them, and holds the plan catalogue the
-// portal sells. Stripe is the first provider.
+// webhooks, keeps them once in an inbox, re-reads what they are about from the provider's
+// API, and normalises it onto one set of subscription states. Providers (Stripe,
+// MercadoPago) sit behind one small interface, registered by name; the plans they sell
+// come from package plans.
 package billing

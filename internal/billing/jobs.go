@@ -260,7 +260,7 @@ func (s *Service) process(ctx context.Context, id int64, lastAttempt bool) error
 // preapproval plan), the plan our checkout recorded on it, if the provider sells that
 // plan. An unknown price is an error on the event, never a guess.
 func (s *Service) planOf(provider string, r remoteSubscription) (plans.Plan, error) {
-	field := map[string]string{ProviderStripe: "stripe_price_id", ProviderMercadoPago: "mercadopago_plan_id"}[provider]
+	field := priceFields[provider]
 	if len(r.PriceIDs) == 0 {
 		if p, ok := s.plans.Find(r.PlanID); ok && p.Sells(provider) {
 			return p, nil

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -111,15 +110,8 @@ func (s *Service) register(p provider) { s.providers[p.name()] = p }
 // providerTitles are the providers billing knows, by name, as the operator reads them.
 var providerTitles = map[string]string{ProviderStripe: "Stripe", ProviderMercadoPago: "MercadoPago"}
 
-// Providers returns the names of the configured providers, sorted.
-func (s *Service) Providers() []string {
-	out := make([]string, 0, len(s.providers))
-	for name := range s.providers {
-		out = append(out, name)
-	}
-	slices.Sort(out)
-	return out
-}
+// priceFields name, for each provider, the plans file's field of its price id.
+var priceFields = map[string]string{ProviderStripe: "stripe_price_id", ProviderMercadoPago: "mercadopago_plan_id"}
 
 // Policy returns the lifecycle policy of the configuration (see Subscription.Intent).
 func (s *Service) Policy() Policy { return s.cfg.Policy }
@@ -254,8 +246,7 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (Session, e
 		return Session{}, apperr.New(apperr.Invalid, "unknown plan %q", req.Plan)
 	}
 	if !plan.Sells(req.Provider) {
-		field := map[string]string{ProviderStripe: "stripe_price_id", ProviderMercadoPago: "mercadopago_plan_id"}[req.Provider]
-		return Session{}, apperr.New(apperr.Invalid, "plan %q is not sold through %s: it has no %s", plan.ID, providerTitles[req.Provider], field)
+		return Session{}, apperr.New(apperr.Invalid, "plan %q is not sold through %s: it has no %s", plan.ID, providerTitles[req.Provider], priceFields[req.Provider])
 	}
 	p, err := s.provider(req.Provider)
 	if err != nil {
