@@ -31,7 +31,7 @@ var (
 	_ instances.App      = n8nApp{}
 	_ instances.Notifier = notifier{}
 	_ billing.Reconciler = reconciler{}
-	_ billing.Capacity   = (*hosts.Store)(nil)
+	_ billing.Capacity   = capacity{}
 )
 
 // reconciler hands billing's authoritative subscription state to the instances, with what
@@ -48,75 +48,6 @@ func (r reconciler) Reconcile(ctx context.Context, s billing.Subscription) error
 		Status: string(s.Status), Run: intent.Run, WarnPastDue: intent.WarnPastDue,
 		SuspendAt: intent.SuspendAt, DeleteAt: intent.DeleteAt,
 	})
-}
-
-type placer struct{ hosts *hosts.Store }
-
-// capacity tells checkout whether a purchase can be served: by a free slot, or by a ready
-// pool member (handed over, or giving its slot up to the customer's plan).
-type capacity struct {
-	hosts *hosts.Store
-	pool  interface {
-		HasReadyMember(ctx context.Context) (bool, error)
-	}
-}
-
-func (c capacity) HasRoom(ctx context.Context) error {
-	err := c.hosts.HasRoom(ctx)
-	if !errors.Is(err, hosts.ErrNoRoom) {
-		return err
-	}
-	if ready, perr := c.pool.HasReadyMember(ctx); perr == nil && ready {
-		return nil
-	}
-	return err
-}
-
-func hostOf(h hosts.Host) instances.Host {
-	return instances.Host{Name: h.Name, Node: h.Node, VMID: h.VMID, PublicIP: h.PublicIP, IngressURL: h.IngressURL}
-}
-
-func (p placer) Assign(ctx context.Context, instanceID string) (instances.Host, error) {
-	return placed(p.hosts.Assign(ctx, instanceID))
-}
-
-func (p placer) AssignTo(ctx context.Context, instanceID, host string) (instances.Host, error) {
-	return placed(p.hosts.AssignTo(ctx, instanceID, host))
-}
-
-// placed translates a placement's result for instances.
-func placed(h hosts.Host, err error) (instances.Host, error) {
-	if errors.Is(err, hosts.ErrNoRoom) {
-		return instances.Host{}, fmt.Errorf("%w: %w", instances.ErrNoRoom, err)
-	}
-	return hostOf(h), err
-}
-
-func (p placer) Capacity(ctx context.Context) ([]instances.HostRoom, error) {
-	list, err := p.hosts.Capacity(ctx)
-	out := make([]instances.HostRoom, 0, len(list))
-	for _, h := range list {
-		out = append(out, instances.HostRoom{Name: h.Name, Instances: h.Instances, Free: max(h.MaxInstances-h.Instances, 0)})
-	}
-	return out, err
-}
-
-func (p placer) RecordDisk(ctx context.Context, host string, gb int) error {
-	return p.hosts.SetDisk(ctx, host, gb)
-}
-
-func (p placer) Host(ctx context.Context, name string) (instances.Host, error) {
-	h, err := p.hosts.Get(ctx, name)
-	return hostOf(h), err
-}
-
-func (p placer) Hosts(ctx context.Context) ([]instances.Host, error) {
-	list, err := p.hosts.List(ctx)
-	out := make([]instances.Host, 0, len(list))
-	for _, h := range list {
-		out = append(out, hostOf(h))
-	}
-	return out, err
 }
 
 type dnsRecords struct{ cf *dns.Cloudflare }

@@ -252,7 +252,7 @@ func (c *cli) open() (*ops, error) {
 		db.Close()
 		return nil, err
 	}
-	return &ops{cfg: cfg, db: db, log: log, hosts: hosts.NewStore(db.Gorm, nil), instances: instances.NewStore(db.Gorm, nil)}, nil
+	return &ops{cfg: cfg, db: db, log: log, hosts: hosts.NewStore(db.Gorm, nil).WithOvercommit(cfg.Overcommit), instances: instances.NewStore(db.Gorm, nil)}, nil
 }
 
 func (o *ops) close() {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
@@ -36,6 +37,8 @@ type config struct {
 	Billing      billing.Config
 	Backups      backupConfig
 	Uptime       instances.UptimePolicy
+	// Overcommit is how far placement may commit the hosts' memory and disk.
+	Overcommit hosts.Overcommit
 	// generated lists the development secrets that were generated into the data dir
 	// because their variable was unset; the caller warns about each.
 	generated []string
@@ -99,6 +102,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return c, err
 	}
 	if c.Uptime, err = loadUptime(getenv); err != nil {
+		return c, err
+	}
+	if c.Overcommit, err = loadOvercommit(getenv); err != nil {
 		return c, err
 	}
 	c.Providers, err = loadProviders(getenv, c)

@@ -101,7 +101,11 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	if err != nil {
 		return fmt.Errorf("PROVISIONER_MASTER_KEY: %w", err)
 	}
-	hostStore := hosts.NewStore(db.Gorm, nil)
+	hostStore := hosts.NewStore(db.Gorm, nil).WithOvercommit(cfg.Overcommit)
+	inventory, err := newInventory(cfg, hostStore)
+	if err != nil {
+		return err
+	}
 	instanceStore := instances.NewStore(db.Gorm, nil)
 	workers := river.NewWorkers()
 	q, err := queue.Open(ctx, db, queue.Config{Workers: workers, Logger: log, RescueAfter: cfg.Providers.rescueAfter()})
@@ -120,7 +124,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	}
 
 	bill, err := billing.New(cfg.Billing, billing.Deps{
-		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: capacity{hostStore, svc},
+		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: capacity{hostStore, svc, cfg.Plans},
 		Plans: cfg.Plans, Logger: log, Metrics: registry,
 		HTTPClient: paymentsHTTPClient(metrics.NewDependencies(registry), cfg.Billing),
 	})
@@ -129,6 +133,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	}
 	bill.Register(workers)
 	registry.MustRegister(queue.NewCollector(db, log), billing.NewInboxCollector(db.Gorm))
+	registry.MustRegister(hosts.NewCollector(hostStore)) // provisioner_host_*: one series per host
 	q.AddPeriodic(bill.PeriodicJobs()...)
 
 	api := httpapi.New(httpapi.Config{
@@ -136,7 +141,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 		Actions:   svc,
 		Doctor:    svc,
 		Pool:      svc,
-		Hosts:     hostStore,
+		Hosts:     inventory,
 		Billing:   bill,
 		Plans:     cfg.Plans,
 		Ready:     db.Ready,

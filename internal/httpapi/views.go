@@ -84,24 +84,29 @@ func ViewTimeline(events []instances.Event) []EventJSON {
 
 // HostJSON is a host as the API shows it.
 type HostJSON struct {
-	Name         string `json:"name"`
-	Node         string `json:"node"`
-	VMID         int    `json:"vmid"`
-	PublicIP     string `json:"public_ip"`
-	IngressURL   string `json:"ingress_url"`
+	Name       string `json:"name"`
+	Node       string `json:"node"`
+	VMID       int    `json:"vmid"`
+	PublicIP   string `json:"public_ip"`
+	IngressURL string `json:"ingress_url"`
+	// MaxInstances caps the instances (0: no cap).
 	MaxInstances int    `json:"max_instances"`
 	State        string `json:"state"`
 	Instances    int    `json:"instances"`
-	// DiskGB is the host's data disk (0: not reported yet), DiskCommittedGB the sum of
-	// the disk quotas of its instances.
-	DiskGB          int `json:"disk_gb"`
-	DiskCommittedGB int `json:"disk_committed_gb"`
+	// MemoryMB, CPUs and DiskGB are what the VM has (0: not read yet); the Committed
+	// figures are what its instances' plans take.
+	MemoryMB          int `json:"memory_mb"`
+	MemoryCommittedMB int `json:"memory_committed_mb"`
+	CPUs              int `json:"cpus"`
+	DiskGB            int `json:"disk_gb"`
+	DiskCommittedGB   int `json:"disk_committed_gb"`
 }
 
 // ViewHost returns h as the API shows it.
 func ViewHost(h hosts.Host) HostJSON {
 	return HostJSON{Name: h.Name, Node: h.Node, VMID: h.VMID, PublicIP: h.PublicIP,
 		IngressURL: h.IngressURL, MaxInstances: h.MaxInstances, State: string(h.State), Instances: h.Instances,
+		MemoryMB: h.MemoryMB, MemoryCommittedMB: h.MemoryCommittedMB, CPUs: h.CPUs,
 		DiskGB: h.DiskGB, DiskCommittedGB: h.DiskCommittedGB}
 }
 

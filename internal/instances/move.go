@@ -52,7 +52,7 @@ func (s *Service) startMove(ctx context.Context, id, to, backupID string) (Insta
 	case s.cfg.Bucket == nil:
 		return in, apperr.New(apperr.Invalid, "moving an instance goes through the bucket: set PROVISIONER_BACKUP_S3_BUCKET")
 	}
-	if err := s.hasRoom(ctx, to); err != nil {
+	if err := s.hasRoom(ctx, in, to); err != nil {
 		return in, err
 	}
 	args := MoveArgs{InstanceID: id, From: deref(in.Host), To: to, BackupID: backupID}
@@ -67,8 +67,8 @@ func (s *Service) startMove(ctx context.Context, id, to, backupID string) (Insta
 	return in, s.store.Apply(ctx, id, map[string]any{"moving_to": to}, "move_requested", fmt.Sprintf("move from %s to %s requested", args.From, to))
 }
 
-// hasRoom refuses a target that is not an active host with a free slot.
-func (s *Service) hasRoom(ctx context.Context, host string) error {
+// hasRoom refuses a target that is not an active host with room for in's plan.
+func (s *Service) hasRoom(ctx context.Context, in Instance, host string) error {
 	hosts, err := s.cfg.Placer.Capacity(ctx)
 	if err != nil {
 		return err
@@ -77,6 +77,9 @@ func (s *Service) hasRoom(ctx context.Context, host string) error {
 		if h.Name == host {
 			if h.Free <= 0 {
 				return apperr.New(apperr.Invalid, "host %s has no free slot", host)
+			}
+			if !h.Fits(in.MemoryMB, in.DiskGB) {
+				return apperr.New(apperr.Invalid, "instance %s does not fit on host %s: %s", in.ID, host, h.Short(in.MemoryMB, in.DiskGB))
 			}
 			return nil
 		}

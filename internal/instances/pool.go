@@ -285,21 +285,19 @@ func (s *Service) refillPlan(ctx context.Context, plan plans.Plan, hosts []HostR
 	}
 	var want []string // a host per member to start
 	for i := range hosts {
-		for n := have(hosts[i].Name); n < plan.WarmPerHost && hosts[i].Free > 0; n++ {
+		for n := have(hosts[i].Name); n < plan.WarmPerHost && hosts[i].Fits(plan.MemoryMB, plan.DiskGB); n++ {
 			want = append(want, hosts[i].Name)
-			hosts[i].Free--
-			hosts[i].Instances++
+			hosts[i].Take(plan.MemoryMB, plan.DiskGB)
 			total++
 		}
 	}
 	for ; total < plan.Warm; total++ {
-		h := leastLoaded(hosts)
+		h := leastLoaded(hosts, plan)
 		if h == nil {
 			break // no room: customers keep the rest
 		}
 		want = append(want, h.Name)
-		h.Free--
-		h.Instances++
+		h.Take(plan.MemoryMB, plan.DiskGB)
 	}
 	for _, host := range want {
 		if err := s.startMember(ctx, plan, host); err != nil {
@@ -309,11 +307,11 @@ func (s *Service) refillPlan(ctx context.Context, plan plans.Plan, hosts []HostR
 	return nil
 }
 
-// leastLoaded returns the host with room and the fewest instances, or nil.
-func leastLoaded(hosts []HostRoom) *HostRoom {
+// leastLoaded returns the host that plan fits on with the fewest instances, or nil.
+func leastLoaded(hosts []HostRoom, plan plans.Plan) *HostRoom {
 	var best *HostRoom
 	for i := range hosts {
-		if hosts[i].Free > 0 && (best == nil || hosts[i].Instances < best.Instances) {
+		if hosts[i].Fits(plan.MemoryMB, plan.DiskGB) && (best == nil || hosts[i].Instances < best.Instances) {
 			best = &hosts[i]
 		}
 	}

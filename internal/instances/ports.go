@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -33,22 +34,62 @@ type Placer interface {
 	Hosts(ctx context.Context) ([]Host, error)
 	// Capacity returns the active hosts in placement order (fewest instances first).
 	Capacity(ctx context.Context) ([]HostRoom, error)
+	// Room returns the load and room of the host called name, whatever its state.
+	Room(ctx context.Context, host string) (HostRoom, error)
 	// AssignTo places the instance on the named host, atomically, if the host is active
-	// and has a free slot; errors.Is(err, ErrNoRoom) otherwise.
+	// and the instance's plan fits there; errors.Is(err, ErrNoRoom) otherwise.
 	AssignTo(ctx context.Context, instanceID, host string) (Host, error)
 	// RecordDisk stores the size of a host's data disk in GiB, which placement keeps
 	// the instances' disk quotas within.
 	RecordDisk(ctx context.Context, host string, gb int) error
 }
 
-// HostRoom is an active host's load: its instances (pool members included) and free slots.
+// HostRoom is a host's load (its instances, pool members included) and what placement
+// may still commit on it.
 type HostRoom struct {
 	Name      string
 	Instances int
-	Free      int
+	// Free is how many more instances the host's max_instances allows (a large number
+	// when it sets none).
+	Free int
+	// MemoryMB and DiskGB are what placement may commit on the host in all: its VM's size
+	// with the overcommit applied, 0 when not limited (the size is not known). The
+	// Committed figures are what its instances' plans take already.
+	MemoryMB, MemoryCommittedMB int
+	DiskGB, DiskCommittedGB     int
 }
 
-// ErrNoRoom is what a Placer returns when no active host has a free slot.
+// Grows reports whether an instance already on the host may take memoryMB and diskGB more
+// (a plan change): memory and disk must fit, no slot is needed.
+func (r HostRoom) Grows(memoryMB, diskGB int) bool {
+	return (r.MemoryMB == 0 || r.MemoryCommittedMB+memoryMB <= r.MemoryMB) &&
+		(r.DiskGB == 0 || r.DiskCommittedGB+diskGB <= r.DiskGB)
+}
+
+// Fits reports whether a new instance of memoryMB and diskGB may go on the host.
+func (r HostRoom) Fits(memoryMB, diskGB int) bool { return r.Free > 0 && r.Grows(memoryMB, diskGB) }
+
+// Take counts an instance of memoryMB and diskGB on the host, for a caller planning
+// several placements at once.
+func (r *HostRoom) Take(memoryMB, diskGB int) {
+	r.Instances++
+	r.Free--
+	r.MemoryCommittedMB += memoryMB
+	r.DiskCommittedGB += diskGB
+}
+
+// Short says what of memoryMB and diskGB more does not fit, for messages.
+func (r HostRoom) Short(memoryMB, diskGB int) string {
+	if r.MemoryMB > 0 && r.MemoryCommittedMB+memoryMB > r.MemoryMB {
+		return fmt.Sprintf("%d MiB more memory are needed and %d MiB are free", memoryMB, max(r.MemoryMB-r.MemoryCommittedMB, 0))
+	}
+	if r.DiskGB > 0 && r.DiskCommittedGB+diskGB > r.DiskGB {
+		return fmt.Sprintf("%d GiB more disk are needed and %d GiB are free", diskGB, max(r.DiskGB-r.DiskCommittedGB, 0))
+	}
+	return ""
+}
+
+// ErrNoRoom is what a Placer returns when no active host has room for the instance.
 var ErrNoRoom = errors.New("no active host has room")
 
 // DNS keeps the instance's A record.

@@ -112,6 +112,8 @@ type world struct {
 	// hostDisk is what n8nctl list reports of the host's disk; hostDiskGB what was recorded.
 	hostDisk   [2]int64
 	hostDiskGB int
+	// room, when set, is the host's load and room as Room reports it.
+	room *HostRoom
 }
 
 func newWorld() *world {
@@ -135,6 +137,16 @@ func (w *world) AssignTo(ctx context.Context, id, _ string) (Host, error) { retu
 // Capacity reports the one host, with room.
 func (w *world) Capacity(context.Context) ([]HostRoom, error) {
 	return []HostRoom{{Name: w.host.Name, Free: 10}}, nil
+}
+
+// Room reports w.room, or room to spare.
+func (w *world) Room(context.Context, string) (HostRoom, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.room != nil {
+		return *w.room, nil
+	}
+	return HostRoom{Name: w.host.Name, Free: 10}, nil
 }
 
 func (w *world) RecordDisk(_ context.Context, _ string, gb int) error {

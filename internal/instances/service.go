@@ -227,8 +227,12 @@ func (s *Service) keepRunning(ctx context.Context, in *Instance, plan plans.Plan
 	if in.DiskGB == 0 {
 		disk = 0 // made before quotas: its data is on the host's disk
 	}
-	resize := in.PlanID != plan.ID && (in.CPUs != plan.CPUs || in.MemoryMB != plan.MemoryMB || disk != in.DiskGB)
-	if in.PlanID != plan.ID {
+	tooBig, err := s.planDoesNotFit(ctx, in, plan, disk)
+	if err != nil {
+		return err
+	}
+	resize := tooBig == nil && in.PlanID != plan.ID && (in.CPUs != plan.CPUs || in.MemoryMB != plan.MemoryMB || disk != in.DiskGB)
+	if in.PlanID != plan.ID && tooBig == nil {
 		set["plan_id"], set["cpus"], set["memory_mb"], set["disk_gb"] = plan.ID, plan.CPUs, plan.MemoryMB, disk
 	}
 	if len(set) > 0 {
@@ -238,7 +242,7 @@ func (s *Service) keepRunning(ctx context.Context, in *Instance, plan plans.Plan
 	}
 	switch {
 	case in.Status == Pending || in.Status == Provisioning:
-		return s.enqueueProvision(ctx, in.ID) // unique: a no-op while one is queued
+		return errors.Join(s.enqueueProvision(ctx, in.ID), tooBig) // unique: a no-op while one is queued
 	case in.Status == Suspended && in.SuspendReason == ReasonBilling:
 		if err := s.enqueue(ctx, ActionArgs{InstanceID: in.ID, Action: ActResume, Reason: ReasonBilling}); err != nil {
 			return err
@@ -249,7 +253,7 @@ func (s *Service) keepRunning(ctx context.Context, in *Instance, plan plans.Plan
 	if resize && (in.Status == Active || in.Status == Suspended) {
 		return s.enqueue(ctx, ActionArgs{InstanceID: in.ID, Action: ActResize, Reason: plan.ID})
 	}
-	return nil
+	return tooBig
 }
 
 // startGrace warns a past-due customer once and schedules the suspension at until.

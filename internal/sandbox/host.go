@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -92,6 +93,7 @@ func (h *host) runEnv() []string {
 		"FAKE_DOCKER_ON_START=", "FAKE_DOCKER_ON_STOP=",
 		"N8N_EGRESS=" + h.world.egressPath, "FAKE_EGRESS_DRIFT=",
 		"N8N_FSTAB=" + filepath.Join(h.dataRoot, ".fstab"), "FAKE_DISK_STATE=" + filepath.Join(h.dockerState, "disk"),
+		"FAKE_DISK_HOST_BYTES=" + strconv.FormatInt(HostDiskBytes, 10),
 		"PATH=" + h.world.diskBin + string(os.PathListSeparator) + os.Getenv("PATH"),
 	}
 	// LocalRunner starts from this process's environment; a host VM does not share the

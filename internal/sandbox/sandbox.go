@@ -82,6 +82,13 @@ const (
 	// EntryPoint is the Traefik entry point the ingress listens as; n8nctl's routers name it.
 	EntryPoint = "websecure"
 
+	// A host VM's size: a big box, so that a test's max_instances is what limits it unless
+	// the test shrinks it (Proxmox.UpdateVM for memory, SetHostEnv with
+	// FAKE_DISK_HOST_BYTES for the data disk).
+	HostMemoryBytes = 256 << 30
+	HostCPUs        = 32
+	HostDiskBytes   = 4 << 40
+
 	firstVMID = 101
 	maxHosts  = 240 // one TEST-NET-3 address each, 203.0.113.10 and up
 )
@@ -304,7 +311,9 @@ func (w *World) AddHost(name string) (Host, error) {
 	h.ingressHTTP = srv
 	h.info.IngressURL = srv.url
 	w.Proxmox.AddVM(Node, h.info.VMID)
-	w.Proxmox.UpdateVM(Node, h.info.VMID, func(vm *proxmoxtest.VM) { vm.Name = name })
+	w.Proxmox.UpdateVM(Node, h.info.VMID, func(vm *proxmoxtest.VM) {
+		vm.Name, vm.MemoryBytes, vm.CPUs = name, HostMemoryBytes, HostCPUs
+	})
 	w.hosts[name] = h
 	w.order = append(w.order, name)
 	w.byVMID[h.info.VMID] = h
