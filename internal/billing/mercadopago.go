@@ -269,8 +269,10 @@ func (p *mercadoPagoProvider) fetch(ctx context.Context, id string) (remoteSubsc
 		r.Status = Unpaid
 	case "cancelled":
 		r.Status = Canceled
-		ended := pre.LastModified.UTC()
-		r.EndedAt = &ended
+		if !pre.LastModified.IsZero() { // else the cancellation's notification dates it
+			ended := pre.LastModified.UTC()
+			r.EndedAt = &ended
+		}
 	default:
 		return remoteSubscription{}, apperr.New(apperr.Invalid, "subscription %s has status %q, which billing does not know", id, pre.Status)
 	}
