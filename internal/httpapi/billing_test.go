@@ -479,6 +479,14 @@ func TestBillingUnconfigured(t *testing.T) {
 	if res := e.call("POST", "/v1/checkout-sessions", portalKey, body); res.Status != 503 {
 		t.Fatalf("checkout = %d %s", res.Status, res.Body)
 	}
+	n := mercadopagotest.NewNotification("subscription_preapproval", "updated", "2c93", time.Now())
+	if res := e.do(n.Request("/webhooks/payments/mercadopago", mpSecret), ""); res.Status != 503 || !strings.Contains(string(res.Body), "MercadoPago is not configured") {
+		t.Fatalf("MercadoPago webhook = %d %s", res.Status, res.Body)
+	}
+	body = jsonBody(map[string]any{"client_id": "c", "email": "c@example.com", "plan": "starter", "provider": "mercadopago"})
+	if res := e.call("POST", "/v1/checkout-sessions", portalKey, body); res.Status != 503 {
+		t.Fatalf("MercadoPago checkout = %d %s", res.Status, res.Body)
+	}
 	// And without a billing service at all.
 	bare := &billingEnv{t: t, server: httpapi.New(httpapi.Config{AdminKey: adminKey, PortalKey: portalKey})}
 	for _, r := range []*http.Request{
