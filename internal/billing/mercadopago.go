@@ -93,30 +93,36 @@ func (*mercadoPagoProvider) name() string { return ProviderMercadoPago }
 
 // notification is the body MercadoPago POSTs for a webhook.
 type notification struct {
-	ID          json.Number `json:"id"`
-	LiveMode    bool        `json:"live_mode"`
-	Type        string      `json:"type"`
-	DateCreated string      `json:"date_created"`
-	Action      string      `json:"action"`
+	ID          json.RawMessage `json:"id"` // a number in MercadoPago's examples; a string is taken too
+	LiveMode    bool            `json:"live_mode"`
+	Type        string          `json:"type"`
+	DateCreated string          `json:"date_created"`
+	Action      string          `json:"action"`
 	Data        struct {
 		ID json.RawMessage `json:"id"`
 	} `json:"data"`
 }
 
-// dataID reads data.id, a string or a number.
-func (n notification) dataID() string {
+// dataID reads data.id.
+func (n notification) dataID() string { return stringOrNumber(n.Data.ID) }
+
+// stringOrNumber reads a JSON string or number as text ("" for anything else).
+func stringOrNumber(raw json.RawMessage) string {
 	var s string
-	if json.Unmarshal(n.Data.ID, &s) == nil {
+	if json.Unmarshal(raw, &s) == nil {
 		return s
 	}
 	var num json.Number
-	if json.Unmarshal(n.Data.ID, &num) == nil {
+	if json.Unmarshal(raw, &num) == nil {
 		return num.String()
 	}
 	return ""
 }
 
-var alphanumeric = regexp.MustCompile(`^[A-Za-z0-9]+$`)
+var (
+	alphanumeric   = regexp.MustCompile(`^[A-Za-z0-9]+$`)
+	notificationID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
 
 // verify checks x-signature as MercadoPago documents it: "ts=<unix time>,v1=<hex>", v1
 // being HMAC-SHA256 under the application's secret of the manifest
@@ -179,8 +185,8 @@ func (p *mercadoPagoProvider) verify(payload []byte, header http.Header, query u
 	if age := time.Since(at); age > WebhookTolerance || age < -WebhookTolerance {
 		return inbound{}, &rejection{"stale", "the signature's timestamp is more than 5 minutes away"}
 	}
-	id := n.ID.String()
-	if _, err := strconv.ParseInt(id, 10, 64); err != nil || n.Type == "" || len(n.Type) > 255 {
+	id := stringOrNumber(n.ID)
+	if !notificationID.MatchString(id) || n.Type == "" || len(n.Type) > 255 {
 		return inbound{}, &rejection{"malformed", "the notification lacks a valid id or type"}
 	}
 	if body := n.dataID(); !strings.EqualFold(body, dataID) {

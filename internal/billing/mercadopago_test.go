@@ -63,6 +63,15 @@ func TestMercadoPagoVerify(t *testing.T) {
 			t.Errorf("%s: err = %v, want %s", tt.name, err, tt.reason)
 		}
 	}
+	// The notification's own id: a number or a string of letters and digits.
+	good := hdr("ts="+sec+",v1="+sign("id:2c9380848f0d;request-id:r-1;ts:"+sec+";"), "r-1")
+	for id, ok := range map[string]bool{`"abc123"`: true, `"../x"`: false, `null`: false, `""`: false} {
+		b := []byte(`{"id":` + id + `,"type":"subscription_preapproval","data":{"id":"2C9380848F0D"}}`)
+		_, err := p.verify(b, good, q)
+		if rej, isRej := err.(*rejection); ok != (err == nil) || (!ok && (!isRej || rej.Reason != "malformed")) {
+			t.Errorf("id %s: %v", id, err)
+		}
+	}
 }
 
 func TestReference(t *testing.T) {
