@@ -169,7 +169,8 @@ func metricsOfARealPurchase(t *testing.T, dialect database.Dialect) {
 	}
 	for _, s := range seriesOf(m["provisioner_webhook_events"]) {
 		if s.labels["type"] == "" || (s.labels["outcome"] != "processed" && s.labels["outcome"] != "ignored") {
-			t.Errorf("inbox series %v", s.labels)
+			_, failed := e.api("GET", "/v1/billing-events?status=failed", e2eAdminKey, nil)
+			t.Errorf("inbox series %v; failed events: %s", s.labels, failed)
 		}
 	}
 
