@@ -103,7 +103,8 @@ var gateways = []gateway{
 			if err != nil {
 				e.t.Fatal(err)
 			}
-			return sess.ID, fromMercadoPago(must(e.mp.Subscribe(sess.ID, "Ada", client))...)
+			created := e.mp.Created(sess.ID)
+			return sess.ID, fromMercadoPago(append([]mercadopagotest.Notification{created}, must(e.mp.Subscribe(sess.ID, "Ada", client))...)...)
 		},
 		paymentFailed:    func(e *env, id string) []delivery { return fromMercadoPago(must(e.mp.ChargeFailed(id))...) },
 		paymentSucceeded: func(e *env, id string) []delivery { return fromMercadoPago(must(e.mp.ChargeSucceeded(id))...) },

@@ -735,3 +735,26 @@ func TestCancelThroughTheAPI(t *testing.T) {
 		}
 	})
 }
+
+// A MercadoPago subscription not paid yet (pending) is stored, attributed, and asks nothing
+// of its instance; paying at the init_point makes it active.
+func TestMercadoPagoPendingThenPaid(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, dbtest.Open(t, database.SQLite), envOptions{})
+	sess, err := e.svc.Checkout(context.Background(), CheckoutRequest{ClientID: "client-p", Email: "p@example.com", Plan: "starter", Provider: ProviderMercadoPago})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sendAll(ProviderMercadoPago, fromMercadoPago(e.mp.Created(sess.ID)))
+	e.settle()
+	got := e.last(sess.ID)
+	if got.Status != Incomplete || got.ClientID != "client-p" || got.Intent(e.svc.Policy()) != (Intent{}) {
+		t.Fatalf("pending: %+v", got)
+	}
+	notes, _ := e.mp.Subscribe(sess.ID, "P", "Q")
+	e.sendAll(ProviderMercadoPago, fromMercadoPago(notes...))
+	e.settle()
+	if got := e.last(sess.ID); got.Status != Active || !got.Intent(e.svc.Policy()).Run {
+		t.Fatalf("paid: %+v", got)
+	}
+}

@@ -199,6 +199,12 @@ func (s *Server) SetStatus(id, status string) (Notification, error) {
 	return s.notify("subscription_preapproval", "updated", id), nil
 }
 
+// Created returns the subscription_preapproval notification MercadoPago sends when a
+// subscription is created (POST /preapproval), still pending.
+func (s *Server) Created(id string) Notification {
+	return s.notify("subscription_preapproval", "created", id)
+}
+
 // Changed returns the subscription_preapproval notification of a change made through the
 // API (PUT /preapproval/{id}), which MercadoPago sends after it.
 func (s *Server) Changed(id string) Notification {
