@@ -60,6 +60,9 @@ func (d *demo) buyMercadoPago(ctx context.Context, i int, p *purchase) error {
 	pre, _ := d.mp.Preapproval(session.ID)
 	d.printf("  mp       subscription %s: %s, external_reference %q, back_url %s\n", pre.ID, pre.Status, pre.ExternalReference, pre.BackURL)
 
+	if err := d.deliverMercadoPago(ctx, d.mp.Created(session.ID)); err != nil {
+		return err
+	}
 	first, last, _ := strings.Cut(p.name, " ")
 	notes, err := d.mp.Subscribe(session.ID, first, last)
 	if err != nil {
@@ -68,6 +71,11 @@ func (d *demo) buyMercadoPago(ctx context.Context, i int, p *purchase) error {
 	p.paidAt = time.Now()
 	pre, _ = d.mp.Preapproval(session.ID)
 	d.printf("  mp       %s subscribed at the init_point: %s, payer %d, first charge approved\n", p.name, pre.Status, pre.PayerID)
+	return d.deliverMercadoPago(ctx, notes...)
+}
+
+// deliverMercadoPago posts notifications to the webhook as MercadoPago does.
+func (d *demo) deliverMercadoPago(ctx context.Context, notes ...mercadopagotest.Notification) error {
 	for _, n := range notes {
 		req := n.Request(d.api+"/webhooks/payments/mercadopago", d.mpSecret).WithContext(ctx)
 		t0 := time.Now()
@@ -80,8 +88,8 @@ func (d *demo) buyMercadoPago(ctx context.Context, i int, p *purchase) error {
 		if res.StatusCode != http.StatusOK {
 			return fmt.Errorf("demo: notification %s = %d %s", n.Type, res.StatusCode, b)
 		}
-		d.printf("  webhook  POST /webhooks/payments/mercadopago?data.id=%s&type=%s (x-signature) → 200 in %s\n",
-			n.DataID, n.Type, time.Since(t0).Round(100*time.Microsecond))
+		d.printf("  webhook  POST /webhooks/payments/mercadopago?data.id=%s&type=%s (%s, x-signature) → 200 in %s\n",
+			n.DataID, n.Type, n.Action, time.Since(t0).Round(100*time.Microsecond))
 	}
 	return nil
 }
