@@ -79,7 +79,7 @@ where it was; the others go on. Run it again to retry what is left.`)
 	if err != nil {
 		return err
 	}
-	targets, err := spreadOver(c.ctx, o, len(todo))
+	targets, err := spreadOver(c.ctx, o, todo)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", path, name, err)
 	}
@@ -121,28 +121,45 @@ where it was; the others go on. Run it again to retry what is left.`)
 	return nil
 }
 
-// spreadOver picks a target for each of n moves: the active hosts with the most free
-// slots first, counting the slots the earlier moves take.
-func spreadOver(ctx context.Context, o *ops, n int) ([]string, error) {
+// spreadOver picks a target for each instance of todo: among the active hosts its plan
+// fits on, the one with the most memory left (then the most free slots), counting what the
+// earlier moves take, so the evacuation never asks a host for room it does not have.
+func spreadOver(ctx context.Context, o *ops, todo []instances.Instance) ([]string, error) {
 	rooms, err := placer{o.hosts}.Capacity(ctx)
 	if err != nil {
 		return nil, err
 	}
-	targets := make([]string, 0, n)
-	for range n {
+	targets := make([]string, 0, len(todo))
+	for _, in := range todo {
 		best := -1
 		for i, r := range rooms {
-			if r.Free > 0 && (best < 0 || r.Free > rooms[best].Free) {
+			if r.Fits(in.MemoryMB, in.DiskGB) && (best < 0 || roomier(r, rooms[best])) {
 				best = i
 			}
 		}
 		if best < 0 {
-			return nil, fmt.Errorf("the other active hosts have room for %d of the %d instances: add a host or raise --max-instances", len(targets), n)
+			return nil, fmt.Errorf("the other active hosts have room for %d of the %d instances (%s does not fit): add a host, raise --max-instances or refresh a resized host",
+				len(targets), len(todo), in.Slug)
 		}
-		rooms[best].Free--
+		rooms[best].Take(in.MemoryMB, in.DiskGB)
 		targets = append(targets, rooms[best].Name)
 	}
 	return targets, nil
+}
+
+// roomier reports whether a has more room than b: more memory left to commit (a host
+// whose memory is not known counts as having none to spare), then more free slots.
+func roomier(a, b instances.HostRoom) bool {
+	left := func(r instances.HostRoom) int {
+		if r.MemoryMB == 0 {
+			return 0
+		}
+		return r.MemoryMB - r.MemoryCommittedMB
+	}
+	if left(a) != left(b) {
+		return left(a) > left(b)
+	}
+	return a.Free > b.Free
 }
 
 // limited runs fn(0..n-1), at most k at a time, and returns when all have returned.
