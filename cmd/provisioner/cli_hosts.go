@@ -73,7 +73,7 @@ func newInventory(cfg config, store *hosts.Store) (*hosts.Inventory, error) {
 	return hosts.NewInventory(store, checker, ""), nil
 }
 
-const checkExecTimeout = 2 * time.Minute
+const checkExecTimeout = 30 * time.Second
 
 func (c *cli) hostsList(path string, args []string) error {
 	f := newFlags(path, "[--json]", "Lists every host by name: its Proxmox node and VM id, public IP, state, its instances (of its cap, if any), and the memory and disk its instances' plans commit against what its VM has.")

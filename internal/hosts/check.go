@@ -13,8 +13,13 @@ import (
 	"strings"
 	"time"
 
+	proxmox "github.com/luthermonson/go-proxmox"
+
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 )
+
+// checkTimeout bounds all of a host's checks together.
+const checkTimeout = 45 * time.Second
 
 // CheckProbeLabel is the host name label the ingress check asks Traefik for, under the
 // base domain: no instance can have it (slugs are random), so Traefik must answer 404.
@@ -84,6 +89,10 @@ func NewChecker(cfg CheckerConfig) (*Checker, error) {
 // apperr.Invalid with what is wrong and how to fix it; Unavailable when Proxmox itself
 // cannot be asked (down, or our token refused).
 func (c *Checker) Check(ctx context.Context, h Host) (Resources, error) {
+	// The checks run inside an operator's request (POST /v1/hosts): bound them well within
+	// the API's write timeout.
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
 	if err := c.checkNode(ctx, h.Node); err != nil {
 		return Resources{}, err
 	}
@@ -153,10 +162,13 @@ func (c *Checker) checkVM(ctx context.Context, h Host) (ProxmoxVMStatus, error) 
 
 func (c *Checker) checkAgent(ctx context.Context, h Host) error {
 	err := c.pve.Ping(ctx, h.Node, h.VMID)
+	apiErr, fromPVE := proxmox.AsAPIError(err)
 	switch {
 	case err == nil:
 		return nil
-	case apperr.Is(err, apperr.Unavailable) && !errors.Is(err, context.DeadlineExceeded):
+	case fromPVE && apiErr.StatusCode == http.StatusInternalServerError:
+		// PVE's own verdict on the VM ("QEMU guest agent is not running", "VM 101 is not
+		// running"); a 595/596 or a transport error is about Proxmox, not the VM.
 		return apperr.Wrap(apperr.Invalid, err, "the guest agent of VM %d on %s does not answer (%s): install and start qemu-guest-agent in the VM (bootstrap-host.sh does)",
 			h.VMID, h.Node, apperr.Message(err))
 	default:

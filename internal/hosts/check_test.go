@@ -179,4 +179,10 @@ func TestCheckerProxmoxTrouble(t *testing.T) {
 	if !apperr.Is(err, apperr.Unavailable) || !strings.Contains(apperr.Message(err), "proxmox rejected API token") {
 		t.Fatalf("Check = %v, want Unavailable naming the token", err)
 	}
+	// pveproxy cannot reach the VM's node while pinging its agent: not the VM's fault either.
+	cw.pve.FailNext(1, proxmoxtest.Failure{PathSuffix: "/agent/ping", Status: 596, Message: "Connection timed out"})
+	_, err = cw.checker(t).Check(t.Context(), cw.host())
+	if !apperr.Is(err, apperr.Unavailable) || !strings.Contains(apperr.Message(err), "Connection timed out") {
+		t.Fatalf("Check = %v, want Unavailable with PVE's text", err)
+	}
 }
