@@ -16,6 +16,7 @@ import (
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/testlog"
 )
 
 // alertHook is an ntfy server's root as the provisioner posts alerts to it: it takes the
@@ -122,6 +123,7 @@ func TestMetricsOfARealPurchase(t *testing.T) {
 func metricsOfARealPurchase(t *testing.T, dialect database.Dialect) {
 	hook := &alertHook{}
 	hookURL := serveHTTP(t, hook) + "/?topic=ops-alerts"
+	testlog.Secret(t, hookURL) // the suite's leak check greps every log for it
 	e := newE2E(t, e2eOptions{dialect: dialect, env: map[string]string{
 		"PROVISIONER_ALERT_WEBHOOK_URL": hookURL,
 		// The second failed DNS attempt alerts, so the flow sends one alert.
