@@ -33,7 +33,7 @@ func NewSaga(reg prometheus.Registerer) *Saga {
 		Name: "provisioner_saga_step_duration_seconds",
 		Help: "Provisioning saga step attempts by step and outcome (ok, error): how long each took, including the time spent waiting inside the step for something on its way (n8n starting).",
 		// From a database write to n8n's first start on a slow host.
-		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600},
+		Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200},
 	}, []string{"step", "outcome"})
 	return &Saga{duration: register(reg, h)}
 }
