@@ -14,10 +14,23 @@ import (
 // healthcheckTimeout bounds the whole check: Docker's own timeout should be longer.
 const healthcheckTimeout = 5 * time.Second
 
+const healthcheckUsage = `usage: provisioner healthcheck
+
+Asks GET /healthz of the service listening at PROVISIONER_ADDR (on the loopback address
+when it listens on all of them) and exits 0 on a 200, for Docker's HEALTHCHECK.
+`
+
 // runHealthcheck asks the local service's GET /healthz, so that a container image with no
 // curl can still be health-checked (docker-compose.yml runs `provisioner healthcheck`).
 // It reads only PROVISIONER_ADDR, so it generates nothing and touches no database.
-func runHealthcheck(ctx context.Context, getenv func(string) string, stdout io.Writer) error {
+func runHealthcheck(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	switch {
+	case len(args) == 1 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help"):
+		fmt.Fprint(stdout, healthcheckUsage)
+		return nil
+	case len(args) > 0:
+		return fmt.Errorf("healthcheck takes no arguments, got %q", args)
+	}
 	addr := strings.TrimSpace(getenv("PROVISIONER_ADDR"))
 	if addr == "" {
 		addr = ":8080"

@@ -61,4 +61,12 @@ func TestHealthcheckCommand(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "PROVISIONER_ADDR") {
 		t.Errorf("a bad address: %v", err)
 	}
+	var help strings.Builder
+	if err := run(context.Background(), []string{"provisioner", "healthcheck", "--help"}, mapEnv(nil), &help, io.Discard); err != nil ||
+		!strings.HasPrefix(help.String(), "usage: provisioner healthcheck") {
+		t.Errorf("--help: %v %q", err, help.String())
+	}
+	if err := run(context.Background(), []string{"provisioner", "healthcheck", "now"}, mapEnv(nil), io.Discard, io.Discard); err == nil {
+		t.Error("an argument was accepted")
+	}
 }

@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "demo":
 		return runDemo(ctx, args[2:], getenv, stdout, stderr)
 	case "healthcheck":
-		return runHealthcheck(ctx, getenv, stdout)
+		return runHealthcheck(ctx, args[2:], getenv, stdout)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", cmd)
