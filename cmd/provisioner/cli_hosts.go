@@ -36,7 +36,7 @@ func loadOvercommit(getenv func(string) string) (hosts.Overcommit, error) {
 			continue
 		}
 		f, err := strconv.ParseFloat(raw, 64)
-		if err != nil || f < 0.1 || f > 10 {
+		if err != nil || !(f >= 0.1 && f <= 10) { // NaN fails both comparisons
 			return o, envError(v.name, errors.New("must be a factor between 0.1 and 10, e.g. 1.0 (commit what the hosts have) or 1.5"))
 		}
 		*v.dst = f

@@ -9,8 +9,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts/proxmoxtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/instances"
@@ -196,4 +198,89 @@ func TestCLIHostsAddRefusesMisconfiguredHosts(t *testing.T) {
 	// The same VM, fixed, is accepted.
 	h, _ := cw.w.AddHost("good")
 	cw.must(hostsAddArgs(h)...)
+}
+
+// Through the REST API and a running provisioner: a host that fails its checks is not
+// stored, and purchases of mixed plans fill the hosts by memory, checkout refusing what
+// fits nowhere.
+func TestRESTHostsPlaceByMemory(t *testing.T) {
+	t.Parallel()
+	e := newE2E(t, e2eOptions{})
+	e.start()
+	register := func(name string, memory uint64, want int) sandbox.Host {
+		t.Helper()
+		h, err := e.world.AddHost(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.world.Proxmox.UpdateVM(h.Node, h.VMID, func(vm *proxmoxtest.VM) { vm.MemoryBytes = memory })
+		code, body := e.api("POST", "/v1/hosts", e2eAdminKey, map[string]any{"name": h.Name, "node": h.Node, "vmid": h.VMID,
+			"public_ip": h.PublicIP, "ingress_url": h.IngressURL})
+		if code != want {
+			t.Fatalf("POST /v1/hosts %s = %d %s, want %d", name, code, body, want)
+		}
+		return h
+	}
+	stopped, _ := e.world.AddHost("stopped")
+	e.world.Proxmox.UpdateVM(stopped.Node, stopped.VMID, func(vm *proxmoxtest.VM) { vm.Running = false })
+	code, body := e.api("POST", "/v1/hosts", e2eAdminKey, map[string]any{"name": "stopped", "node": stopped.Node, "vmid": stopped.VMID,
+		"public_ip": stopped.PublicIP, "ingress_url": stopped.IngressURL})
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "is stopped: start it") {
+		t.Fatalf("POST /v1/hosts for a stopped VM = %d %s, want 400 saying so", code, body)
+	}
+
+	register("three-gib", 3<<30, http.StatusCreated)
+	e.purchase("cus_pro1", "pro")
+	e.waitInstance("cus_pro1", "active", time.Minute)
+	e.purchase("cus_starter1", "starter")
+	e.waitInstance("cus_starter1", "active", time.Minute)
+	// 3 GiB are committed: not even the smallest plan fits, so checkout refuses to sell.
+	code, body = e.api("POST", "/v1/checkout-sessions", e2ePortalKey, map[string]any{"client_id": "cus_late",
+		"email": "late@example.com", "name": "Late", "plan": "starter"})
+	if code != http.StatusConflict {
+		t.Fatalf("checkout on a full fleet = %d %s, want 409", code, body)
+	}
+
+	register("two-gib", 2<<30, http.StatusCreated)
+	e.purchase("cus_pro2", "pro")
+	if in := e.waitInstance("cus_pro2", "active", time.Minute); in.Host == nil || *in.Host != "two-gib" {
+		t.Fatalf("the second pro instance is on %v, want two-gib", in.Host)
+	}
+	var list struct{ Hosts []httpapi.HostJSON }
+	e.mustAPI("GET", "/v1/hosts", e2eAdminKey, nil, http.StatusOK, &list)
+	got := map[string]string{}
+	for _, h := range list.Hosts {
+		got[h.Name] = fmt.Sprintf("%d instances, %d/%d MiB", h.Instances, h.MemoryCommittedMB, h.MemoryMB)
+	}
+	if want := map[string]string{"three-gib": "2 instances, 3072/3072 MiB", "two-gib": "1 instances, 2048/2048 MiB"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("GET /v1/hosts = %v, want %v", got, want)
+	}
+}
+
+func TestOvercommitConfiguration(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		env  map[string]string
+		want hosts.Overcommit
+		err  string
+	}{
+		{nil, hosts.Overcommit{Memory: 1, Disk: 1}, ""},
+		{map[string]string{"PROVISIONER_MEMORY_OVERCOMMIT": "1.5", "PROVISIONER_DISK_OVERCOMMIT": " 0.9 "}, hosts.Overcommit{Memory: 1.5, Disk: 0.9}, ""},
+		{map[string]string{"PROVISIONER_MEMORY_OVERCOMMIT": "lots"}, hosts.Overcommit{}, "PROVISIONER_MEMORY_OVERCOMMIT must be a factor"},
+		{map[string]string{"PROVISIONER_DISK_OVERCOMMIT": "0"}, hosts.Overcommit{}, "PROVISIONER_DISK_OVERCOMMIT must be a factor"},
+		{map[string]string{"PROVISIONER_MEMORY_OVERCOMMIT": "NaN"}, hosts.Overcommit{}, "PROVISIONER_MEMORY_OVERCOMMIT must be a factor"},
+	} {
+		got, err := loadOvercommit(func(k string) string { return tt.env[k] })
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%v: err = %v, want %q", tt.env, err, tt.err)
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("%v: = %+v, %v; want %+v", tt.env, got, err, tt.want)
+		}
+	}
+	cw := newCLIWorld(t, dbtest.Dialects[0], false)
+	cw.env["PROVISIONER_MEMORY_OVERCOMMIT"] = "-1"
+	if _, _, err := cw.run("hosts", "list"); err == nil || !strings.Contains(err.Error(), "PROVISIONER_MEMORY_OVERCOMMIT") {
+		t.Fatalf("a bad overcommit: err = %v, want one naming the variable", err)
+	}
 }
