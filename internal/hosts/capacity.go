@@ -1,11 +1,6 @@
 package hosts
 
-import (
-	"fmt"
-	"math"
-
-	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
-)
+import "math"
 
 // Overcommit is how much of a host's memory and disk placement may commit to instances'
 // plans: 1.0 commits what the VM has, 1.5 half as much again (a plan's memory is a cap, and
@@ -17,16 +12,6 @@ type Overcommit struct {
 
 // NoOvercommit commits exactly what a host has.
 var NoOvercommit = Overcommit{Memory: 1, Disk: 1}
-
-// Validate returns Invalid unless both factors are between 0.1 and 10.
-func (o Overcommit) Validate() error {
-	for name, f := range map[string]float64{"memory": o.Memory, "disk": o.Disk} {
-		if math.IsNaN(f) || f < 0.1 || f > 10 {
-			return apperr.New(apperr.Invalid, "the %s overcommit must be between 0.1 and 10, got %v", name, f)
-		}
-	}
-	return nil
-}
 
 // Need is what an instance takes from its host: its plan's memory cap and disk quota.
 type Need struct {
@@ -51,17 +36,6 @@ func (r Room) Fits(n Need) bool { return r.Slots > 0 && r.Grows(n) }
 // Grows reports whether an instance already on the host may take n more (a plan change):
 // it needs no slot of its own.
 func (r Room) Grows(n Need) bool { return n.MemoryMB <= r.MemoryMB && n.DiskGB <= r.DiskGB }
-
-// Short says what of n does not fit in r, for error messages ("" when it fits).
-func (r Room) Short(n Need) string {
-	switch {
-	case n.MemoryMB > r.MemoryMB:
-		return fmt.Sprintf("%d MiB of memory are needed and %d MiB are free", n.MemoryMB, max(r.MemoryMB, 0))
-	case n.DiskGB > r.DiskGB:
-		return fmt.Sprintf("%d GiB of disk are needed and %d GiB are free", n.DiskGB, max(r.DiskGB, 0))
-	}
-	return ""
-}
 
 // RoomOf computes what placement may still commit on h under the store's overcommit.
 //

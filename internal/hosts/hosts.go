@@ -1,6 +1,7 @@
 // Package hosts owns the inventory of n8n hosts (a Proxmox node, the VM that runs the
-// containers, its public IP and ingress, its capacity and state), the placement of new
-// instances on them, and the Proxmox guest-agent runner that executes n8nctl on a host.
+// containers, its public IP and ingress, its size and state), the checks a host passes
+// before it is stored, the placement of new instances on them by the memory and disk their
+// plans commit, and the Proxmox guest-agent runner that executes n8nctl on a host.
 package hosts
 
 import (
