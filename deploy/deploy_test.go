@@ -7,8 +7,10 @@ package deploy_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -430,5 +432,82 @@ func TestDockerignore(t *testing.T) {
 		if ignored(path) {
 			t.Errorf("%s, which the build needs, is kept out of the build context", path)
 		}
+	}
+}
+
+// promtool returns Prometheus' own checker when it is installed (on the PATH or in Go's
+// bin folder), or "" and the reason it is not.
+func promtool(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("promtool"); err == nil {
+		return p
+	}
+	bin := os.Getenv("GOBIN")
+	if bin == "" {
+		out, err := exec.Command("go", "env", "GOPATH").Output()
+		if err != nil {
+			return ""
+		}
+		bin = filepath.Join(strings.TrimSpace(string(out)), "bin")
+	}
+	if p := filepath.Join(bin, "promtool"); fileExists(p) {
+		return p
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// TestPromtool runs Prometheus' own checks when promtool is installed: the configuration,
+// the rules' PromQL, the rules' unit tests (alerts_test.yml: each alert fires on the
+// provisioner's series and stays quiet otherwise) and the dashboard's queries. Without
+// promtool the structural tests above still run.
+func TestPromtool(t *testing.T) {
+	t.Parallel()
+	tool := promtool(t)
+	if tool == "" {
+		t.Skip("promtool is not installed (go install github.com/prometheus/prometheus/cmd/promtool@latest): the PromQL is checked only structurally")
+	}
+	dir := filepath.Join(root, "deploy/prometheus")
+	for _, args := range [][]string{
+		{"check", "config", "prometheus.yml"},
+		{"check", "rules", "alerts.yml"},
+		{"test", "rules", "alerts_test.yml"},
+	} {
+		cmd := exec.Command(tool, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	// The dashboard's queries, as recording rules promtool parses.
+	var d dashboard
+	if err := json.Unmarshal(read(t, "deploy/grafana/dashboards/provisioner.json"), &d); err != nil {
+		t.Fatal(err)
+	}
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	n := 0
+	var walk func([]panel)
+	walk = func(list []panel) {
+		for _, p := range list {
+			for _, q := range p.Targets {
+				expr, _ := json.Marshal(strings.ReplaceAll(q.Expr, "$__rate_interval", "5m"))
+				fmt.Fprintf(&rules, "      - record: dashboard:query%d\n        expr: %s\n", n, expr)
+				n++
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	file := filepath.Join(t.TempDir(), "dashboard-rules.yml")
+	if err := os.WriteFile(file, []byte(rules.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(tool, "check", "rules", file).CombinedOutput(); err != nil {
+		t.Errorf("the dashboard's queries: %v\n%s", err, out)
 	}
 }
