@@ -255,6 +255,15 @@ func TestRESTHostsPlaceByMemory(t *testing.T) {
 	if want := map[string]string{"three-gib": "2 instances, 3072/3072 MiB", "two-gib": "1 instances, 2048/2048 MiB"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("GET /v1/hosts = %v, want %v", got, want)
 	}
+	// Checkout asks for room for the plan it sells: with 1 GiB free, starter is sold, pro not.
+	register("one-gib", 1<<30, http.StatusCreated)
+	for plan, want := range map[string]int{"pro": http.StatusConflict, "starter": http.StatusCreated} {
+		code, body := e.api("POST", "/v1/checkout-sessions", e2ePortalKey, map[string]any{"client_id": "cus_" + plan + "_late",
+			"email": plan + "-late@example.com", "name": "Late", "plan": plan})
+		if code != want {
+			t.Errorf("checkout of %s with 1 GiB free = %d %s, want %d", plan, code, body, want)
+		}
+	}
 }
 
 func TestOvercommitConfiguration(t *testing.T) {

@@ -20,18 +20,11 @@ type capacity struct {
 	pool  interface {
 		HasReadyMember(ctx context.Context) (bool, error)
 	}
-	plans plans.Plans
 }
 
-// HasRoom applies placement's fit rule to the smallest plan of the catalogue, since
-// billing's question names no plan: no host fits even that one means no sale. A bigger
-// plan that finds no room after the payment waits in pending with the operator alerted.
-func (c capacity) HasRoom(ctx context.Context) error {
-	return c.HasRoomFor(ctx, smallestPlan(c.plans))
-}
-
-// HasRoomFor is HasRoom for a given plan, for a checkout that knows what it sells.
-func (c capacity) HasRoomFor(ctx context.Context, plan plans.Plan) error {
+// HasRoom applies placement's fit rule to the plan being bought, so that a checkout is
+// refused (409) rather than a paid instance left waiting for room.
+func (c capacity) HasRoom(ctx context.Context, plan plans.Plan) error {
 	err := c.hosts.HasRoom(ctx, hosts.Need{MemoryMB: plan.MemoryMB, DiskGB: plan.DiskGB})
 	if !errors.Is(err, hosts.ErrNoRoom) {
 		return err
@@ -40,17 +33,6 @@ func (c capacity) HasRoomFor(ctx context.Context, plan plans.Plan) error {
 		return nil
 	}
 	return err
-}
-
-// smallestPlan returns the plan needing the least memory (then disk) of list.
-func smallestPlan(list plans.Plans) plans.Plan {
-	var best plans.Plan
-	for i, p := range list {
-		if i == 0 || p.MemoryMB < best.MemoryMB || (p.MemoryMB == best.MemoryMB && p.DiskGB < best.DiskGB) {
-			best = p
-		}
-	}
-	return best
 }
 
 func hostOf(h hosts.Host) instances.Host {

@@ -124,7 +124,7 @@ func serve(ctx context.Context, cfg config, db *database.DB, log *slog.Logger) e
 	}
 
 	bill, err := billing.New(cfg.Billing, billing.Deps{
-		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: capacity{hostStore, svc, cfg.Plans},
+		DB: db.Gorm, Queue: q, Reconciler: reconciler{svc, cfg.Billing.Policy}, Capacity: capacity{hostStore, svc},
 		Plans: cfg.Plans, Logger: log, Metrics: registry,
 		HTTPClient: paymentsHTTPClient(metrics.NewDependencies(registry), cfg.Billing),
 	})

@@ -83,7 +83,7 @@ func (r *recorder) of(providerSubID string) []Subscription {
 // room is the Capacity of the tests.
 type room struct{ full atomic.Bool }
 
-func (r *room) HasRoom(context.Context) error {
+func (r *room) HasRoom(context.Context, plans.Plan) error {
 	if r.full.Load() {
 		return apperr.New(apperr.Unavailable, "no active host has room for another instance")
 	}

@@ -252,7 +252,7 @@ func (s *Service) Checkout(ctx context.Context, req CheckoutRequest) (Session, e
 	if err != nil {
 		return Session{}, err
 	}
-	if err := s.capacity.HasRoom(ctx); err != nil {
+	if err := s.capacity.HasRoom(ctx, plan); err != nil {
 		if apperr.Is(err, apperr.Unavailable) {
 			return Session{}, apperr.Wrap(apperr.Conflict, err, "no server has room for a new instance right now; please try again later")
 		}

@@ -6,6 +6,8 @@ import (
 
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 )
 
 // Status is a subscription's state as the payment provider reports it. The values are
@@ -107,10 +109,11 @@ type Reconciler interface {
 	Reconcile(ctx context.Context, s Subscription) error
 }
 
-// Capacity says whether a new instance could be placed now: nil when some host has room,
-// an Unavailable error (hosts.ErrNoRoom) otherwise. *hosts.Store satisfies it.
+// Capacity says whether a new instance of plan could be served now: nil when some host
+// has room for its memory and disk (or a ready pool member can take it), an Unavailable
+// error (hosts.ErrNoRoom) otherwise.
 type Capacity interface {
-	HasRoom(ctx context.Context) error
+	HasRoom(ctx context.Context, plan plans.Plan) error
 }
 
 // Enqueuer inserts jobs; *queue.Queue satisfies it.

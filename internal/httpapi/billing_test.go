@@ -59,7 +59,7 @@ func (r *reconciled) Reconcile(_ context.Context, s billing.Subscription) error 
 
 type capacity struct{ full atomic.Bool }
 
-func (c *capacity) HasRoom(context.Context) error {
+func (c *capacity) HasRoom(context.Context, plans.Plan) error {
 	if c.full.Load() {
 		return apperr.New(apperr.Unavailable, "no active host has room for another instance")
 	}
