@@ -159,7 +159,7 @@ func TestFleetCollector(t *testing.T) {
 			}
 		}
 		reg := prometheus.NewRegistry()
-		reg.MustRegister(hosts.NewCollector(f.hosts))
+		reg.MustRegister(hosts.NewCollector(f.hosts.WithOvercommit(hosts.Overcommit{Memory: 1.5, Disk: 1})))
 		families, err := reg.Gather()
 		if err != nil {
 			t.Fatal(err)
@@ -174,6 +174,8 @@ func TestFleetCollector(t *testing.T) {
 			"provisioner_host_instances{legacy}": 0, "provisioner_host_instances{nuc}": 2,
 			"provisioner_host_memory_committed_bytes{legacy}": 0, "provisioner_host_memory_committed_bytes{nuc}": 3 << 30,
 			"provisioner_host_memory_total_bytes{nuc}":      8 << 30, // legacy's is not known: no series
+			"provisioner_host_memory_capacity_bytes{nuc}":   12 << 30,
+			"provisioner_host_disk_capacity_bytes{nuc}":     100 << 30,
 			"provisioner_host_disk_committed_bytes{legacy}": 0, "provisioner_host_disk_committed_bytes{nuc}": 20 << 30,
 			"provisioner_host_disk_total_bytes{nuc}": 100 << 30,
 		}

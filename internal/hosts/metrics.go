@@ -20,6 +20,13 @@ var (
 		"Sum of the disk quotas of the host's instances.", []string{"host"}, nil)
 	metricDiskTotal = prometheus.NewDesc("provisioner_host_disk_total_bytes",
 		"Size of the host's data disk as n8nctl reports it (absent until read).", []string{"host"}, nil)
+	// The capacities are the totals times the overcommit: what placement fills the host
+	// to. With an overcommit above 1, committed passes total by design; it never passes
+	// capacity.
+	metricMemoryCapacity = prometheus.NewDesc("provisioner_host_memory_capacity_bytes",
+		"Memory placement may commit on the host: its total times PROVISIONER_MEMORY_OVERCOMMIT.", []string{"host"}, nil)
+	metricDiskCapacity = prometheus.NewDesc("provisioner_host_disk_capacity_bytes",
+		"Disk placement may commit on the host: its total times PROVISIONER_DISK_OVERCOMMIT.", []string{"host"}, nil)
 )
 
 // Collector reports the fleet's capacity from the inventory at scrape time, so the figures
@@ -34,7 +41,8 @@ func NewCollector(store *Store) *Collector { return &Collector{store: store, tim
 
 // Describe sends the fleet's metric descriptions.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{metricInstances, metricMemoryCommitted, metricMemoryTotal, metricDiskCommitted, metricDiskTotal} {
+	for _, d := range []*prometheus.Desc{metricInstances, metricMemoryCommitted, metricMemoryTotal, metricMemoryCapacity,
+		metricDiskCommitted, metricDiskTotal, metricDiskCapacity} {
 		ch <- d
 	}
 }
@@ -59,9 +67,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(metricDiskCommitted, float64(h.DiskCommittedGB)*gib)
 		if h.MemoryMB > 0 {
 			gauge(metricMemoryTotal, float64(h.MemoryMB)*mib)
+			gauge(metricMemoryCapacity, float64(h.MemoryMB)*c.store.over.Memory*mib)
 		}
 		if h.DiskGB > 0 {
 			gauge(metricDiskTotal, float64(h.DiskGB)*gib)
+			gauge(metricDiskCapacity, float64(h.DiskGB)*c.store.over.Disk*gib)
 		}
 	}
 }
