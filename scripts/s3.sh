@@ -78,6 +78,12 @@ stop() {
 case "$cmd" in
 start)
   weed=$(weed_bin)
+  # A second start in the same directory would leave the first server running with no
+  # pid file to stop it by.
+  if [ -f "$dir/weed.pid" ] && kill -0 "$(cat "$dir/weed.pid")" 2>/dev/null; then
+    echo "s3.sh: a server already runs from $dir (pid $(cat "$dir/weed.pid")): stop it first" >&2
+    exit 1
+  fi
   mkdir -p "$dir"
   access_key="test$(random_hex 8)"
   secret_key=$(random_hex 20)
