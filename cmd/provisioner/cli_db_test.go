@@ -5,11 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"hash/fnv"
-	"io"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,61 +15,22 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database/dbtest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/dbdump"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/hosts"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/objstore"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/objstore/objstoretest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/secret"
 )
 
 // The `db` commands' tests dump real databases (SQLite, and PostgreSQL when
-// PROVISIONER_TEST_POSTGRES_URL is set) into dbMemBucket and restore them.
+// PROVISIONER_TEST_POSTGRES_URL is set) into the real test S3 server and restore them.
 
-// dbMemBucket is an in-memory object store with dbdump.Bucket's semantics (whole objects,
-// sorted keys, deleting a missing key succeeds); it works from its zero value.
-type dbMemBucket struct {
-	mu      sync.Mutex
-	objects map[string][]byte
-}
-
-func (b *dbMemBucket) Put(ctx context.Context, key string, r io.Reader) error {
-	data, err := io.ReadAll(r)
+// dbTestBucket is a fresh prefix of the test S3 server (scripts/s3.sh), emptied at cleanup.
+func dbTestBucket(t *testing.T) *objstore.Store {
+	t.Helper()
+	s, err := objstore.New(objstoretest.Config(t))
 	if err != nil {
-		return err
+		t.Fatal(err)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.objects == nil {
-		b.objects = map[string][]byte{}
-	}
-	b.objects[key] = data
-	return nil
-}
-
-func (b *dbMemBucket) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	o, ok := b.objects[key]
-	if !ok {
-		return nil, io.ErrUnexpectedEOF
-	}
-	return io.NopCloser(bytes.NewReader(o)), nil
-}
-
-func (b *dbMemBucket) Keys(ctx context.Context, prefix string) ([]string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var keys []string
-	for k := range b.objects {
-		if strings.HasPrefix(k, prefix) {
-			keys = append(keys, k)
-		}
-	}
-	sort.Strings(keys)
-	return keys, nil
-}
-
-func (b *dbMemBucket) Delete(ctx context.Context, key string) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.objects, key)
-	return nil
+	return s
 }
 
 // dbTestHosts adds the hosts named add to the database at rawURL and returns the names
@@ -132,7 +91,7 @@ func TestCLIDBDumpListRestore(t *testing.T) {
 			migrated.Close()
 			dbTestHosts(t, dbURL, "nuc1")
 
-			b := &dbMemBucket{}
+			b := dbTestBucket(t)
 			masterKey := dbTestKey(t)
 			clock := time.Date(2025, 3, 14, 2, 30, 0, 0, time.UTC)
 			calls := 0
@@ -254,7 +213,7 @@ func TestCLIDBReadsTheConfiguration(t *testing.T) {
 	}
 	db.Close()
 	dbTestHosts(t, dbPath, "nuc1")
-	b := &dbMemBucket{}
+	b := dbTestBucket(t)
 	runDB := func(bucket dbdump.Bucket, args ...string) (string, error) {
 		var out, errOut bytes.Buffer
 		c := &cli{ctx: ctx, getenv: func(k string) string { return env[k] }, stdout: &out, stderr: &errOut}
