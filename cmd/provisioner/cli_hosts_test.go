@@ -256,13 +256,28 @@ func TestRESTHostsPlaceByMemory(t *testing.T) {
 		t.Fatalf("GET /v1/hosts = %v, want %v", got, want)
 	}
 	// Checkout asks for room for the plan it sells: with 1 GiB free, starter is sold, pro not.
-	register("one-gib", 1<<30, http.StatusCreated)
+	one := register("one-gib", 1<<30, http.StatusCreated)
 	for plan, want := range map[string]int{"pro": http.StatusConflict, "starter": http.StatusCreated} {
 		code, body := e.api("POST", "/v1/checkout-sessions", e2ePortalKey, map[string]any{"client_id": "cus_" + plan + "_late",
 			"email": plan + "-late@example.com", "name": "Late", "plan": plan})
 		if code != want {
 			t.Errorf("checkout of %s with 1 GiB free = %d %s, want %d", plan, code, body, want)
 		}
+	}
+	// The VM grows in Proxmox; a refresh records it, and placement commits against it.
+	e.world.Proxmox.UpdateVM(one.Node, one.VMID, func(vm *proxmoxtest.VM) { vm.MemoryBytes = 4 << 30 })
+	var refreshed httpapi.HostJSON
+	e.mustAPI("POST", "/v1/hosts/one-gib/refresh", e2eAdminKey, nil, http.StatusOK, &refreshed)
+	if refreshed.MemoryMB != 4096 {
+		t.Errorf("after the refresh, memory_mb = %d, want 4096", refreshed.MemoryMB)
+	}
+	if code, _ := e.api("POST", "/v1/hosts/no-such-host/refresh", e2eAdminKey, nil); code != http.StatusNotFound {
+		t.Errorf("refreshing an unknown host = %d, want 404", code)
+	}
+	code, body = e.api("POST", "/v1/checkout-sessions", e2ePortalKey, map[string]any{"client_id": "cus_pro_later",
+		"email": "pro-later@example.com", "name": "Later", "plan": "pro"})
+	if code != http.StatusCreated {
+		t.Errorf("checkout of pro after the VM grew = %d %s, want 201", code, body)
 	}
 }
 

@@ -158,6 +158,20 @@ func (s *Server) updateHost(c echo.Context) error {
 	return c.JSON(http.StatusOK, ViewHost(h))
 }
 
+// refreshHost runs a host's checks again and records its VM's memory, CPUs and disk: after
+// the VM was resized in Proxmox, placement commits against the new size.
+func (s *Server) refreshHost(c echo.Context) error {
+	r, ok := s.cfg.Hosts.(HostRefresher)
+	if !ok {
+		return apperr.New(apperr.Unavailable, "this server cannot check hosts (no Proxmox is configured)")
+	}
+	h, err := r.Refresh(c.Request().Context(), c.Param("name"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, ViewHost(h))
+}
+
 // doctor reports drift without repairing it: repairs are the CLI's `doctor --fix`, run by
 // an operator who reads the report first.
 func (s *Server) doctor(c echo.Context) error {

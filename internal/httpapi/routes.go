@@ -54,6 +54,7 @@ func (s *Server) routes() {
 	e.GET("/v1/hosts", s.listHosts, admin)
 	e.POST("/v1/hosts", s.addHost, admin)
 	e.PATCH("/v1/hosts/:name", s.updateHost, admin)
+	e.POST("/v1/hosts/:name/refresh", s.refreshHost, admin)
 	e.GET("/v1/doctor", s.doctor, admin)
 	e.GET("/v1/pool", s.pool, admin)
 	e.GET("/v1/billing-events", s.listBillingEvents, admin)

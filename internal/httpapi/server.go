@@ -59,6 +59,12 @@ type HostStore interface {
 	Update(ctx context.Context, name string, p hosts.Patch) (hosts.Host, error)
 }
 
+// HostRefresher is the part of the inventory that checks a stored host again and records
+// what its VM has now (hosts.Inventory). A HostStore without it answers 503 to a refresh.
+type HostRefresher interface {
+	Refresh(ctx context.Context, name string) (hosts.Host, error)
+}
+
 // Config is everything the server needs. Registry may be nil (a fresh one is made).
 type Config struct {
 	Instances InstanceStore
