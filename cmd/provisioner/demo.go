@@ -40,6 +40,7 @@ import (
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/mercadopagotest"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/billing/stripetest"
+	"github.com/n8n-provisioner/n8n-provisioner/internal/httpapi"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/n8n"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/plans"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/sandbox"
@@ -152,23 +153,9 @@ type purchase struct {
 	password                   string
 }
 
-// demoInstance is the portal API's instance, as GET /v1/instances/{id} returns it.
-type demoInstance struct {
-	ID string `json:"id"`
-	// SubscriptionID is ours: what POST /v1/subscriptions/{id}/cancel takes.
-	SubscriptionID *string `json:"subscription_id"`
-	Slug           string  `json:"slug"`
-	URL            string  `json:"url"`
-	Host           *string `json:"host"`
-	Plan           string  `json:"plan"`
-	Status         string  `json:"status"`
-	Step           string  `json:"step"`
-	Timeline       []struct {
-		At      time.Time `json:"at"`
-		Kind    string    `json:"kind"`
-		Message string    `json:"message"`
-	} `json:"timeline"`
-}
+// demoInstance is the portal API's instance, as GET /v1/instances/{id} returns it (the
+// API's own type, so the demo reads what the portal reads), with the demo's questions.
+type demoInstance struct{ httpapi.InstanceJSON }
 
 func (in demoInstance) host() string {
 	if in.Host == nil {
