@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/n8n-provisioner/n8n-provisioner/internal/apperr"
 	"github.com/n8n-provisioner/n8n-provisioner/internal/database"
@@ -71,18 +72,19 @@ func (s *Store) UpsertClient(ctx context.Context, c Client) (Client, error) {
 	if c.Locale == "" {
 		c.Locale = "en"
 	}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		var existing Client
-		switch err := tx.Where("id = ?", c.ID).Take(&existing).Error; {
-		case errors.Is(err, gorm.ErrRecordNotFound):
-			c.CreatedAt = s.now()
-			return tx.Create(&c).Error
-		case err != nil:
-			return err
+	// An upsert on the id, so that two events of a new customer processed at once (a
+	// subscription's creation and its first invoice) both succeed, where a read then an
+	// insert let the second fail. PostgreSQL resolves the race only on the id: a row the
+	// other transaction was inserting can still trip the email's index, so a unique
+	// violation is tried once more, when the row is there to update; a second one is an
+	// email that belongs to another client.
+	c.CreatedAt = s.now()
+	var err error
+	for range 2 {
+		if err = s.upsertClient(ctx, &c); !database.IsUniqueViolation(err) {
+			break
 		}
-		c.CreatedAt = existing.CreatedAt
-		return tx.Model(&existing).Updates(map[string]any{"email": c.Email, "name": c.Name, "locale": c.Locale}).Error
-	})
+	}
 	if database.IsUniqueViolation(err) {
 		return Client{}, apperr.Wrap(apperr.Conflict, err, "email %s belongs to another client", c.Email)
 	}
@@ -90,6 +92,17 @@ func (s *Store) UpsertClient(ctx context.Context, c Client) (Client, error) {
 		return Client{}, fmt.Errorf("storing client: %w", err)
 	}
 	return c, nil
+}
+
+func (s *Store) upsertClient(ctx context.Context, c *Client) error {
+	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "id"}},
+		DoUpdates: clause.AssignmentColumns([]string{"email", "name", "locale"}),
+	}).Create(c).Error
+	if err != nil {
+		return err
+	}
+	return s.db.WithContext(ctx).Where("id = ?", c.ID).Take(c).Error
 }
 
 // GetClient returns the client with id, or NotFound.

@@ -90,6 +90,24 @@ func TestStore(t *testing.T) {
 				t.Fatalf("client after update = %+v", got)
 			}
 		})
+		t.Run("a new client stored by two events at once", func(t *testing.T) {
+			store, ctx := setup(t, db)
+			for round := range 20 {
+				id := fmt.Sprintf("cus_race_%d", round)
+				errs := make(chan error, 4)
+				for range 4 {
+					go func() {
+						_, err := store.UpsertClient(ctx, instances.Client{ID: id, Email: id + "@example.com", Name: "Ada"})
+						errs <- err
+					}()
+				}
+				for range 4 {
+					if err := <-errs; err != nil {
+						t.Fatalf("round %d: a concurrent upsert of the same new client failed: %v", round, err)
+					}
+				}
+			}
+		})
 		t.Run("paginates a client's instances in creation order", func(t *testing.T) {
 			store, ctx := setup(t, db)
 			if _, err := store.UpsertClient(ctx, instances.Client{ID: "cus_pages", Email: "pages@example.com"}); err != nil {
