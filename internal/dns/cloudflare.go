@@ -295,9 +295,26 @@ func (c *Cloudflare) List(ctx context.Context, suffix string) ([]Record, error) 
 }
 
 // listA returns the zone's A records called name (all of them when name is empty), every
-// page, oldest first.
+// page, oldest first. Pages are offsets: a record deleted or added while the pages are
+// read shifts the rest, and one would be skipped or read twice. Such a listing is noticed
+// (the total changed, or the pages did not add up to it) and read again.
 func (c *Cloudflare) listA(ctx context.Context, name string) ([]Record, error) {
-	var out []Record
+	for range listAttempts {
+		out, consistent, err := c.listPages(ctx, name)
+		if err != nil || consistent {
+			return out, err
+		}
+	}
+	return nil, apperr.New(apperr.Unavailable, "the zone's records kept changing while they were listed (%d tries)", listAttempts)
+}
+
+// listAttempts is how many times a listing that changed under it is read again.
+const listAttempts = 3
+
+// listPages reads every page once and says whether they agree with each other.
+func (c *Cloudflare) listPages(ctx context.Context, name string) (out []Record, consistent bool, err error) {
+	total, seen := -1, 0
+	consistent = true
 	for page := 1; page <= maxPages; page++ {
 		recs, info, err := c.api.ListDNSRecords(ctx, c.zone, cloudflare.ListDNSRecordsParams{
 			Type:       "A",
@@ -305,8 +322,9 @@ func (c *Cloudflare) listA(ctx context.Context, name string) ([]Record, error) {
 			ResultInfo: cloudflare.ResultInfo{Page: page, PerPage: c.pageSize},
 		})
 		if err != nil {
-			return nil, wrap(err, "list dns records")
+			return nil, false, wrap(err, "list dns records")
 		}
+		seen += len(recs)
 		for _, r := range recs {
 			// Defensive: a filter the server ignored must not make us touch other names.
 			if name != "" && !strings.EqualFold(r.Name, name) {
@@ -314,13 +332,22 @@ func (c *Cloudflare) listA(ctx context.Context, name string) ([]Record, error) {
 			}
 			out = append(out, toRecord(r))
 		}
+		if info != nil {
+			if total >= 0 && info.Total != total {
+				consistent = false
+			}
+			total = info.Total
+		}
 		if info == nil || len(recs) == 0 || page >= info.TotalPages {
 			break
 		}
 	}
+	if total >= 0 && seen != total {
+		consistent = false
+	}
 	// Stable, so records created in the same instant keep the server's order.
 	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedOn.Before(out[j].CreatedOn) })
-	return out, nil
+	return out, consistent, nil
 }
 
 // deleteID deletes one record; one that is already gone (another worker, an operator) is

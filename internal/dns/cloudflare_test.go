@@ -3,6 +3,7 @@ package dns_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -444,4 +445,43 @@ func TestErrorsNeverCarryTheToken(t *testing.T) {
 	srv.Close()
 	_, err = cf.Lookup(ctx, "a."+testDomain)
 	check(t, err)
+}
+
+// A record deleted between two pages of a listing shifts the later pages by one, so a
+// single pass skips a record that still exists: the listing notices (the total changed)
+// and reads the pages again.
+func TestListReadsAgainWhenTheZoneChangesBetweenPages(t *testing.T) {
+	t.Parallel()
+	fake := &cloudflaretest.Server{}
+	// The oldest record, on the first page, is the one deleted under the listing.
+	victim := fake.AddRecord(testZone, cloudflaretest.Record{Name: "gone." + testDomain, Type: "A", Content: "192.0.2.9"})
+	var names []string
+	for i := 1; i <= 5; i++ {
+		r := fake.AddRecord(testZone, cloudflaretest.Record{Name: fmt.Sprintf("i%d.%s", i, testDomain), Type: "A", Content: "192.0.2.1"})
+		names = append(names, r.Name)
+	}
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fake.ServeHTTP(w, r)
+		if r.Method == http.MethodGet && r.URL.Query().Get("page") == "1" {
+			once.Do(func() { // another worker deletes a record the first page held
+				del := httptest.NewRequest(http.MethodDelete, "/client/v4/zones/"+testZone+"/dns_records/"+victim.ID, nil)
+				del.Header.Set("Authorization", "Bearer "+testToken)
+				fake.ServeHTTP(httptest.NewRecorder(), del)
+			})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	cf, _ := newFor(t, srv, func(c *dns.Config) { c.PageSize = 2 })
+	got, err := cf.List(context.Background(), testDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, r := range got {
+		listed = append(listed, r.Name)
+	}
+	if strings.Join(listed, " ") != strings.Join(names, " ") {
+		t.Fatalf("List = %v, want every record that still exists: %v", listed, names)
+	}
 }
